@@ -1,0 +1,1 @@
+"""Shared service kit: errors, settings, logging, gRPC server and client, database."""

@@ -1,0 +1,221 @@
+"""The error taxonomy shared by both services (see errors.md in the design).
+
+Every failure is one of four types, and the type decides whether anyone
+retries:
+
+* ``TRANSIENT``: the same call may succeed later (retry with backoff).
+* ``PERMANENT``: the same call fails again (never retry).
+* ``FATAL``: something is broken or unsafe (never retry; logged and counted).
+* ``LLM_FIXABLE``: an LLM answered but the answer failed validation (re-ask
+  with the validation errors fed back, on a budget of its own).
+
+The classes below carry no transport code: ``marketplace_common.status``
+holds the one table that maps them to gRPC status codes, and back.
+Each class names a *kind* of failure (not found, conflict, ...); services
+subclass them for their own errors and give each a ``reason`` (UPPER_SNAKE,
+the ``google.rpc.ErrorInfo`` reason clients switch on).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+class ErrorType(enum.StrEnum):
+    """The four error types; the value is the name used on the wire (``errorType``)."""
+
+    TRANSIENT = "TRANSIENT"
+    PERMANENT = "PERMANENT"
+    FATAL = "FATAL"
+    LLM_FIXABLE = "LLM_FIXABLE"
+
+    @property
+    def retryable(self) -> bool:
+        """True for the types a retry can help: TRANSIENT and LLM_FIXABLE."""
+        return self in (ErrorType.TRANSIENT, ErrorType.LLM_FIXABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field of a request (google.rpc.BadRequest.FieldViolation).
+
+    ``field`` is a dotted path in the request (``budget.currency_code``).
+    """
+
+    field: str
+    description: str
+
+
+class AgentError(Exception):
+    """Base of every error the project raises on purpose.
+
+    Attributes:
+        message: safe to show to the caller (no SQL, no stack, no secrets).
+        reason: UPPER_SNAKE machine-readable reason (ErrorInfo.reason).
+        error_type: the taxonomy type; a class default that an instance may
+            override (a client-side error rebuilt from a status keeps the
+            type the server sent).
+        retry_after: seconds a server says to wait before retrying, if any.
+        violations: the invalid fields, for validation failures.
+        metadata: extra ErrorInfo metadata (string to string).
+    """
+
+    error_type: ErrorType = ErrorType.FATAL
+    default_reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        error_type: ErrorType | None = None,
+        retry_after: float | None = None,
+        violations: Sequence[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        if error_type is not None:
+            self.error_type = error_type
+        self.retry_after = retry_after
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    @property
+    def retryable(self) -> bool:
+        """True when a retry may help (TRANSIENT or LLM_FIXABLE)."""
+        return self.error_type.retryable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+# --- the four types -------------------------------------------------------
+
+
+class TransientError(AgentError):
+    """The same call may succeed later."""
+
+    error_type = ErrorType.TRANSIENT
+    default_reason = "UNAVAILABLE"
+
+
+class PermanentError(AgentError):
+    """The same call fails again; do not retry."""
+
+    error_type = ErrorType.PERMANENT
+    default_reason = "FAILED_PRECONDITION"
+
+
+class FatalError(AgentError):
+    """Something is broken or unsafe; do not retry, log at error level."""
+
+    error_type = ErrorType.FATAL
+    default_reason = "INTERNAL"
+
+
+class LLMFixableError(AgentError):
+    """An LLM answer failed validation; re-ask with ``violations`` fed back."""
+
+    error_type = ErrorType.LLM_FIXABLE
+    default_reason = "LLM_OUTPUT_INVALID"
+
+
+# --- kinds of transient failure --------------------------------------------
+
+
+class UnavailableError(TransientError):
+    """A dependency (database, another service, a provider) is down or unreachable."""
+
+    default_reason = "UNAVAILABLE"
+
+
+class ConflictError(TransientError):
+    """A transaction conflict (serialization failure, deadlock): retry the whole call."""
+
+    default_reason = "TRANSACTION_CONFLICT"
+
+
+class RateLimitedError(TransientError):
+    """Rate limited or out of quota for now; ``retry_after`` says when to come back."""
+
+    default_reason = "RATE_LIMITED"
+
+
+class DeadlineExceededError(TransientError):
+    """The call ran out of time."""
+
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+# --- kinds of permanent failure ----------------------------------------------
+
+
+class InvalidArgumentError(PermanentError):
+    """The request is malformed; ``violations`` names every bad field."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFoundError(PermanentError):
+    """The addressed resource does not exist (or the caller may not know it does)."""
+
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExistsError(PermanentError):
+    """The resource to create already exists."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPreconditionError(PermanentError):
+    """The system is not in the state the operation needs (a wrong transition)."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class UnauthenticatedError(PermanentError):
+    """No valid credentials were presented."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(PermanentError):
+    """The caller is known but may not do this."""
+
+    default_reason = "PERMISSION_DENIED"
+
+
+class OutOfRangeError(PermanentError):
+    """A value is valid in shape but past the end of a range (a page past the end)."""
+
+    default_reason = "OUT_OF_RANGE"
+
+
+class LLMOutputInvalidError(PermanentError):
+    """The LLM re-ask budget is spent (or the same validation error came twice).
+
+    ``violations`` holds the last validation errors.
+    """
+
+    default_reason = "LLM_OUTPUT_INVALID"
+
+
+# --- kinds of fatal failure --------------------------------------------------
+
+
+class InternalError(FatalError):
+    """A bug or an unexpected state in our own code."""
+
+    default_reason = "INTERNAL"
+
+
+class DataLossError(FatalError):
+    """Stored data is corrupt or does not match its checks."""
+
+    default_reason = "DATA_LOSS"

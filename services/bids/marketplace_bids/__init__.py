@@ -1,0 +1,1 @@
+"""The bids service: tasks, bids, audit events and deliveries."""

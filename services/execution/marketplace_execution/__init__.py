@@ -1,0 +1,1 @@
+"""The execution service: LLM work with pacing, smart retries and durable attempts."""
