@@ -1,0 +1,67 @@
+# The README's commands. Everything installs itself into .venv/ (Python) and
+# node_modules/ (buf) from the project's own files.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+BUF := node_modules/.bin/buf
+
+.PHONY: run test lint fmt proto proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
+
+## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
+run: $(RUNTIME_STAMP)
+	$(BIN)/python scripts/run_dev.py
+
+## test: install what tests need, lint, type-check and run the whole suite
+test: lint pytest
+
+lint: $(DEV_STAMP) $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BUF) lint
+	bash scripts/buf_breaking.sh
+
+pytest: $(DEV_STAMP)
+	$(BIN)/pytest
+
+fmt: $(DEV_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## proto: regenerate libs/proto from proto/ (the result is committed)
+proto: $(DEV_STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+bench: bench-bids bench-execution
+
+bench-bids: $(DEV_STAMP)
+	$(BIN)/python bench/bids_bench.py
+
+bench-execution: $(DEV_STAMP)
+	$(BIN)/python bench/execution_bench.py
+
+## freeze: rewrite the pins after changing dependencies in pyproject.toml
+freeze: $(DEV_STAMP)
+	bash scripts/freeze.sh
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): pyproject.toml requirements/constraints.txt | $(VENV)/bin/python
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml requirements/constraints.txt | $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $(RUNTIME_STAMP) $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache
