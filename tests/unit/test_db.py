@@ -1,0 +1,335 @@
+"""The database kit on SQLite (the embedded default) and its error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from marketplace_common.db import (
+    create_engine,
+    dialect_name,
+    is_postgres,
+    make_sessionmaker,
+    read_transaction,
+    run_transaction,
+    translate_db_error,
+    write_transaction,
+)
+from marketplace_common.errors import (
+    ConflictError,
+    DeadlineExceededError,
+    NotFoundError,
+    UnavailableError,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(sqlite_url)
+    async with eng.begin() as conn:
+        await conn.execute(text("CREATE TABLE counter (id INTEGER PRIMARY KEY, value INTEGER)"))
+        await conn.execute(text("INSERT INTO counter VALUES (1, 0)"))
+        await conn.execute(text("CREATE TABLE item (name TEXT PRIMARY KEY)"))
+        await conn.execute(
+            text("CREATE TABLE child (id INTEGER PRIMARY KEY, parent TEXT REFERENCES item(name))")
+        )
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+def _db_path(engine: AsyncEngine) -> str:
+    path = engine.url.database
+    assert path is not None
+    return path
+
+
+async def _counter(session: AsyncSession) -> int:
+    value = await session.scalar(text("SELECT value FROM counter WHERE id = 1"))
+    assert isinstance(value, int)
+    return value
+
+
+async def _names(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    async with read_transaction(sessions) as session:
+        return list((await session.scalars(text("SELECT name FROM item ORDER BY name"))).all())
+
+
+async def test_engine_reports_sqlite_dialect(engine: AsyncEngine) -> None:
+    assert dialect_name(engine) == "sqlite"
+    assert not is_postgres(engine)
+
+
+async def test_engine_creates_missing_parent_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "db.sqlite"
+    eng = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with eng.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    finally:
+        await eng.dispose()
+    assert path.exists()
+
+
+async def test_plain_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
+    eng = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        assert eng.url.drivername == "sqlite+aiosqlite"
+    finally:
+        await eng.dispose()
+
+
+def test_sync_driver_is_refused() -> None:
+    with pytest.raises(ValueError, match="asyncpg"):
+        create_engine("postgresql+psycopg2://u@localhost/db")
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        create_engine("mysql+aiomysql://u@localhost/db")
+
+
+async def test_connections_use_wal_and_enforce_foreign_keys(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with read_transaction(sessions) as session:
+        assert await session.scalar(text("PRAGMA journal_mode")) == "wal"
+        assert await session.scalar(text("PRAGMA foreign_keys")) == 1
+    with pytest.raises(sa_exc.IntegrityError):
+        async with write_transaction(sessions) as session:
+            await session.execute(text("INSERT INTO child VALUES (1, 'missing')"))
+
+
+async def test_write_transaction_holds_the_write_lock_from_begin(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
+    try:
+        async with write_transaction(sessions):
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+
+
+async def test_read_transaction_takes_no_write_lock(
+    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
+    try:
+        async with read_transaction(sessions) as session:
+            await _counter(session)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE counter SET value = 5")
+            other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+async def test_concurrent_write_transactions_serialise(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Read-modify-write with a pause in the middle: with a deferred BEGIN the
+    # second writer could not upgrade its read lock ("database is locked");
+    # with BEGIN IMMEDIATE it waits its turn and no increment is lost.
+    async def increment() -> None:
+        async with write_transaction(sessions) as session:
+            value = await _counter(session)
+            await asyncio.sleep(0.2)
+            await session.execute(text("UPDATE counter SET value = :v"), {"v": value + 1})
+
+    await asyncio.gather(increment(), increment(), increment())
+    async with read_transaction(sessions) as session:
+        assert await _counter(session) == 3
+
+
+async def test_read_during_open_write_sees_last_committed_value(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with write_transaction(sessions) as writer:
+        await writer.execute(text("UPDATE counter SET value = 42"))
+        async with asyncio.timeout(2), read_transaction(sessions) as reader:
+            assert await _counter(reader) == 0
+    async with read_transaction(sessions) as reader:
+        assert await _counter(reader) == 42
+
+
+async def test_savepoint_rolls_back_alone(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with write_transaction(sessions) as session:
+        await session.execute(text("INSERT INTO item VALUES ('a')"))
+        savepoint = await session.begin_nested()
+        await session.execute(text("INSERT INTO item VALUES ('b')"))
+        await savepoint.rollback()
+        async with session.begin_nested():
+            await session.execute(text("INSERT INTO item VALUES ('c')"))
+    assert await _names(sessions) == ["a", "c"]
+
+
+async def test_write_transaction_rolls_back_on_error(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async def insert_then_fail() -> None:
+        async with write_transaction(sessions) as session:
+            await session.execute(text("INSERT INTO item VALUES ('a')"))
+            raise NotFoundError("nope")
+
+    with pytest.raises(NotFoundError):
+        await insert_then_fail()
+    assert await _names(sessions) == []
+
+
+async def test_run_transaction_commits_and_returns_the_result(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async def work(session: AsyncSession) -> str:
+        await session.execute(text("INSERT INTO item VALUES ('a')"))
+        return "done"
+
+    assert await run_transaction(sessions, work) == "done"
+    assert await _names(sessions) == ["a"]
+
+
+async def test_run_transaction_passes_domain_errors_through_and_rolls_back(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    error = NotFoundError("no such bid", reason="BID_NOT_FOUND")
+    calls = 0
+
+    async def work(session: AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+        await session.execute(text("INSERT INTO item VALUES ('a')"))
+        raise error
+
+    with pytest.raises(NotFoundError) as caught:
+        await run_transaction(sessions, work)
+    assert caught.value is error
+    assert calls == 1
+    assert await _names(sessions) == []
+
+
+async def test_run_transaction_gives_conflict_when_sqlite_stays_locked(
+    sqlite_url: str, engine: AsyncEngine
+) -> None:
+    impatient = create_engine(sqlite_url, sqlite_busy_timeout_ms=20)
+    other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
+    calls = 0
+
+    async def work(session: AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ConflictError) as caught:
+            await run_transaction(make_sessionmaker(impatient), work, attempts=3)
+    finally:
+        other.close()
+        await impatient.dispose()
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 0
+    assert calls == 0  # BEGIN IMMEDIATE itself waited and gave up, three times
+
+
+async def test_run_transaction_retries_until_sqlite_lock_is_released(
+    sqlite_url: str, engine: AsyncEngine
+) -> None:
+    impatient = create_engine(sqlite_url, sqlite_busy_timeout_ms=20)
+    other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.15)
+        other.execute("COMMIT")
+
+    async def work(session: AsyncSession) -> int:
+        return await _counter(session)
+
+    try:
+        release = asyncio.create_task(release_soon())
+        value = await run_transaction(
+            make_sessionmaker(impatient), work, attempts=20, base_delay=0.05, max_delay=0.05
+        )
+        await release
+    finally:
+        other.close()
+        await impatient.dispose()
+    assert value == 0
+
+
+def test_run_transaction_rejects_zero_attempts() -> None:
+    async def work(session: AsyncSession) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="attempts"):
+        asyncio.run(run_transaction(async_sessionmaker(), work, attempts=0))
+
+
+# --- error mapping ------------------------------------------------------------
+
+
+class _FakePgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"server said something about SELECT secret ({sqlstate})")
+        self.sqlstate = sqlstate
+
+
+def _wrapped(sqlstate: str) -> sa_exc.DBAPIError:
+    return sa_exc.DBAPIError("SELECT secret FROM t", {}, _FakePgError(sqlstate))
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01", "55P03"])
+def test_conflict_states_map_to_conflict_error(sqlstate: str) -> None:
+    error = translate_db_error(_wrapped(sqlstate))
+    assert isinstance(error, ConflictError)
+    assert error.retry_after is not None
+    assert "SELECT" not in error.message
+    assert error.metadata["sqlstate"] == sqlstate
+
+
+@pytest.mark.parametrize("sqlstate", ["57P01", "57P03", "08006", "08001", "53300"])
+def test_connection_states_map_to_unavailable_error(sqlstate: str) -> None:
+    error = translate_db_error(_wrapped(sqlstate))
+    assert isinstance(error, UnavailableError)
+    assert error.retry_after is not None
+    assert "SELECT" not in error.message
+
+
+def test_statement_timeout_maps_to_deadline_exceeded() -> None:
+    assert isinstance(translate_db_error(_wrapped("57014")), DeadlineExceededError)
+
+
+def test_refused_connection_maps_to_unavailable_error() -> None:
+    assert isinstance(translate_db_error(ConnectionRefusedError(111, "refused")), UnavailableError)
+
+
+def test_invalidated_connection_maps_to_unavailable_error() -> None:
+    exc = sa_exc.DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert isinstance(translate_db_error(exc), UnavailableError)
+
+
+def test_sqlite_busy_maps_to_conflict_error() -> None:
+    exc = sa_exc.OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+    assert isinstance(translate_db_error(exc), ConflictError)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("x"),
+        _wrapped("23505"),
+        NotFoundError("missing"),
+    ],
+)
+def test_other_errors_are_not_mapped(exc: Exception) -> None:
+    assert translate_db_error(exc) is None
