@@ -1,0 +1,93 @@
+"""Who may do what: the ownership rules of the bids service, in one place.
+
+* agent: places, withdraws, sees only its own bids (subject == agent_id).
+* client: creates and sees only its own tasks (subject == client_email), asks
+  for delivery tokens for them, and decides bids: AcceptBid (for itself:
+  client_email == subject) and RejectBid. Bids live on outside marketplaces and
+  carry no client, so any client may see and decide any PENDING bid.
+* service (the execution service): GetTask, ListTasks, StartTask,
+  CompleteTask, FailTask on any task.
+* admin: everything.
+* GetDelivery: any authenticated caller; the token itself is the capability.
+"""
+
+from __future__ import annotations
+
+from marketplace_common.auth import Principal, Role
+
+from marketplace_bids.domain.errors import NotOwnerError
+from marketplace_bids.domain.models import Bid, Task
+
+
+def actor_name(principal: Principal) -> str:
+    """How a principal is recorded in audit events: ``role:subject``."""
+    return f"{principal.role.value}:{principal.subject}"
+
+
+def _same_email(principal: Principal, email: str) -> bool:
+    return principal.subject.strip().lower() == email.lower()
+
+
+def require_roles(principal: Principal, action: str, *roles: Role) -> None:
+    """PermissionDenied unless the principal is admin or has one of ``roles``."""
+    if principal.role is not Role.ADMIN and principal.role not in roles:
+        raise NotOwnerError(action, f"as {principal.role.value}")
+
+
+def require_client(principal: Principal, action: str, client_email: str) -> None:
+    """Admin, or the client whose e-mail this is."""
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.CLIENT and _same_email(principal, client_email):
+        return
+    raise NotOwnerError(action, f"for client {client_email}")
+
+
+def require_agent(principal: Principal, action: str, agent_id: str) -> None:
+    """Admin, or the agent itself."""
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.AGENT and principal.subject == agent_id:
+        return
+    raise NotOwnerError(action, f"for agent {agent_id}")
+
+
+def check_can_see_task(principal: Principal, task: Task) -> None:
+    """Admin and service see every task, a client its own."""
+    if principal.role in (Role.ADMIN, Role.SERVICE):
+        return
+    require_client(principal, "see", task.client_email)
+
+
+def check_can_see_bid(principal: Principal, bid: Bid) -> None:
+    """Admin and clients see every bid, an agent its own."""
+    if principal.role in (Role.ADMIN, Role.CLIENT):
+        return
+    require_agent(principal, "see bid", bid.agent_id)
+
+
+def task_list_scope(principal: Principal, client_email: str | None) -> str | None:
+    """The client_email filter a ListTasks call really runs with.
+
+    A client is pinned to its own tasks (empty filter = its own); asking for
+    another client's is PermissionDenied.
+    """
+    if principal.role in (Role.ADMIN, Role.SERVICE):
+        return client_email
+    if principal.role is Role.CLIENT:
+        own = principal.subject.strip().lower()
+        if client_email is not None and client_email != own:
+            raise NotOwnerError("list tasks", f"of client {client_email}")
+        return own
+    raise NotOwnerError("list tasks", f"as {principal.role.value}")
+
+
+def bid_list_scope(principal: Principal, agent_id: str | None) -> str | None:
+    """The agent_id filter a ListBids call really runs with (agents see their own)."""
+    if principal.role in (Role.ADMIN, Role.CLIENT):
+        return agent_id
+    if principal.role is Role.AGENT:
+        if agent_id is not None and agent_id != principal.subject:
+            raise NotOwnerError("list bids", f"of agent {agent_id}")
+        return principal.subject
+    raise NotOwnerError("list bids", f"as {principal.role.value}")

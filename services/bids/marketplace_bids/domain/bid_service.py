@@ -1,0 +1,264 @@
+"""Bids: place, read, list, and the locked transitions with their audit events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from marketplace_common.auth import Principal, Role
+from marketplace_common.errors import ConflictError
+from marketplace_common.logging import get_logger
+
+from marketplace_bids.domain import access
+from marketplace_bids.domain.errors import (
+    BidAlreadyActiveError,
+    BidNotFoundError,
+    InvalidTransitionError,
+)
+from marketplace_bids.domain.idempotency import (
+    EVENT_SCOPE,
+    PLACE_BID_SCOPE,
+    fingerprint,
+    replay,
+    stored,
+)
+from marketplace_bids.domain.models import Bid, BidEvent, BidTransition, Page, Task
+from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
+from marketplace_bids.domain.ports import (
+    PENDING_BID_KEY,
+    BidFilter,
+    DuplicateKeyError,
+    Repositories,
+    UnitOfWork,
+)
+from marketplace_bids.domain.requests import (
+    AcceptBidRequest,
+    GetBidRequest,
+    ListBidEventsRequest,
+    ListBidsRequest,
+    PlaceBidRequest,
+    RejectBidRequest,
+    Request,
+    WithdrawBidRequest,
+)
+from marketplace_bids.domain.values import BidStatus, TaskStatus
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, time-zone aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def concurrent_write_error() -> ConflictError:
+    """A uniqueness race that a retry of the whole call resolves."""
+    return ConflictError(
+        "a concurrent request wrote the same key; retry the call", retry_after=0.05
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Transition:
+    """One bid transition to run: who, which request, to what status."""
+
+    method: str
+    bid_id: str
+    event_id: str
+    target: BidStatus
+    reason: str
+    request: Request
+    accept: AcceptBidRequest | None = None
+
+
+class BidService:
+    """The bid rules; every public method is one transaction."""
+
+    def __init__(self, uow: UnitOfWork, *, clock: Clock = utc_now) -> None:
+        self._uow = uow
+        self._now = clock
+        self._log = get_logger(__name__)
+
+    async def place_bid(self, principal: Principal, req: PlaceBidRequest) -> Bid:
+        """Place a PENDING bid; a repeat of request_id returns the first result."""
+        access.require_agent(principal, "place a bid", req.agent_id)
+        fp = fingerprint("PlaceBid", principal, req)
+
+        async def work(repos: Repositories) -> Bid:
+            first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+            if first is not None:
+                return first
+            if await repos.bids.find_pending(req.marketplace, req.job_id, req.agent_id):
+                raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id)
+            now = self._now()
+            bid = Bid(
+                bid_id=str(uuid.uuid4()),
+                marketplace=req.marketplace,
+                job_id=req.job_id,
+                agent_id=req.agent_id,
+                amount=req.amount,
+                proposal=req.proposal,
+                status=BidStatus.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                async with repos.savepoint():
+                    await repos.idempotency.add(PLACE_BID_SCOPE, req.request_id, stored(fp, bid))
+                    await repos.bids.add(bid)
+            except DuplicateKeyError as dup:
+                # Lost a race: the winner has committed, so its record is visible now.
+                first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+                if first is not None:
+                    return first
+                if dup.key == PENDING_BID_KEY:
+                    raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id) from None
+                raise concurrent_write_error() from None
+            self._log.info("bid.placed", bid_id=bid.bid_id, agent_id=bid.agent_id)
+            return bid
+
+        return await self._uow.run(work)
+
+    async def get_bid(self, principal: Principal, req: GetBidRequest) -> Bid:
+        """One bid, if the caller may see it."""
+
+        async def work(repos: Repositories) -> Bid:
+            bid = await repos.bids.get(req.bid_id)
+            if bid is None:
+                raise BidNotFoundError(req.bid_id)
+            access.check_can_see_bid(principal, bid)
+            return bid
+
+        return await self._uow.run(work, write=False)
+
+    async def list_bids(self, principal: Principal, req: ListBidsRequest) -> Page[Bid]:
+        """Bids newest first; agents see only their own."""
+        filters = BidFilter(
+            marketplace=req.marketplace,
+            job_id=req.job_id,
+            agent_id=access.bid_list_scope(principal, req.agent_id),
+            status=req.status,
+        )
+        scope = filters_hash("bids", {k: getattr(filters, k) for k in filters.__slots__})
+        after = decode_token(req.page_token, scope)
+
+        async def work(repos: Repositories) -> list[Bid]:
+            return await repos.bids.list(filters, after, req.page_size + 1)
+
+        rows = await self._uow.run(work, write=False)
+        return make_page(rows, req.page_size, scope, lambda b: Keyset(b.created_at, b.bid_id))
+
+    async def list_bid_events(
+        self, principal: Principal, req: ListBidEventsRequest
+    ) -> Page[BidEvent]:
+        """A bid's audit trail, oldest first."""
+        scope = filters_hash("bid_events", {"bid_id": req.bid_id})
+        after = decode_token(req.page_token, scope)
+
+        async def work(repos: Repositories) -> list[BidEvent]:
+            bid = await repos.bids.get(req.bid_id)
+            if bid is None:
+                raise BidNotFoundError(req.bid_id)
+            access.check_can_see_bid(principal, bid)
+            return await repos.bid_events.list(req.bid_id, after, req.page_size + 1)
+
+        rows = await self._uow.run(work, write=False)
+        return make_page(rows, req.page_size, scope, lambda e: Keyset(e.created_at, e.event_id))
+
+    async def withdraw_bid(self, principal: Principal, req: WithdrawBidRequest) -> BidTransition:
+        """PENDING -> WITHDRAWN, by the bidding agent (or an admin)."""
+        step = _Transition(
+            "WithdrawBid", req.bid_id, req.event_id, BidStatus.WITHDRAWN, req.reason, req
+        )
+        return await self._transition(principal, step)
+
+    async def reject_bid(self, principal: Principal, req: RejectBidRequest) -> BidTransition:
+        """PENDING -> REJECTED, by a client or an admin."""
+        access.require_roles(principal, "reject bids", Role.CLIENT)
+        step = _Transition(
+            "RejectBid", req.bid_id, req.event_id, BidStatus.REJECTED, req.reason, req
+        )
+        return await self._transition(principal, step)
+
+    async def accept_bid(self, principal: Principal, req: AcceptBidRequest) -> BidTransition:
+        """PENDING -> ACCEPTED, creating the task (budget = bid amount) in the same transaction."""
+        access.require_client(principal, "accept a bid", req.client_email)
+        step = _Transition(
+            "AcceptBid", req.bid_id, req.event_id, BidStatus.ACCEPTED, "accepted", req, accept=req
+        )
+        return await self._transition(principal, step)
+
+    async def _transition(self, principal: Principal, step: _Transition) -> BidTransition:
+        fp = fingerprint(step.method, principal, step.request)
+
+        async def work(repos: Repositories) -> tuple[BidTransition, BidStatus | None]:
+            bid = await repos.bids.get(step.bid_id, lock=True)
+            if bid is None:
+                raise BidNotFoundError(step.bid_id)
+            if step.target is BidStatus.WITHDRAWN:
+                access.require_agent(principal, "withdraw the bid", bid.agent_id)
+            first = await self._replay(repos, step.event_id, fp)
+            if first is not None:
+                return first, None
+            if bid.status is not BidStatus.PENDING:
+                raise InvalidTransitionError(
+                    "bid", bid.bid_id, bid.status.value, step.target.value, "BID_NOT_PENDING"
+                )
+            result = self._apply(principal, step, bid)
+            try:
+                async with repos.savepoint():
+                    await repos.bids.update(result.bid)
+                    if result.task is not None:
+                        await repos.tasks.add(result.task)
+                    await repos.bid_events.add(result.event)
+                    await repos.idempotency.add(EVENT_SCOPE, step.event_id, stored(fp, result))
+            except DuplicateKeyError:
+                first = await self._replay(repos, step.event_id, fp)
+                if first is not None:
+                    return first, None
+                raise concurrent_write_error() from None
+            return result, bid.status
+
+        result, previous = await self._uow.run(work)
+        if previous is not None:
+            self._log.info(
+                f"bid.{step.target.value.lower()}",
+                bid_id=step.bid_id,
+                event_id=step.event_id,
+                previous_status=previous.value,
+                task_id=result.task.task_id if result.task else None,
+            )
+        return result
+
+    @staticmethod
+    async def _replay(repos: Repositories, event_id: str, fp: str) -> BidTransition | None:
+        return await replay(repos, EVENT_SCOPE, event_id, fp, BidTransition, "event_id")
+
+    def _apply(self, principal: Principal, step: _Transition, bid: Bid) -> BidTransition:
+        now = self._now()
+        new_bid = bid.model_copy(update={"status": step.target, "updated_at": now})
+        event = BidEvent(
+            event_id=step.event_id,
+            bid_id=bid.bid_id,
+            previous_status=bid.status,
+            new_status=step.target,
+            reason=step.reason,
+            actor=access.actor_name(principal),
+            created_at=now,
+        )
+        task = None
+        if step.accept is not None:
+            task = Task(
+                task_id=str(uuid.uuid4()),
+                client_email=step.accept.client_email,
+                title=step.accept.title,
+                description=step.accept.description,
+                budget=bid.amount,
+                status=TaskStatus.PENDING,
+                bid_id=bid.bid_id,
+                created_at=now,
+                updated_at=now,
+            )
+        return BidTransition(bid=new_bid, event=event, task=task)

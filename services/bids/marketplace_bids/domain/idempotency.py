@@ -1,0 +1,68 @@
+"""Idempotency keys (request_id, event_id): fingerprints and stored responses.
+
+A key's first use stores a fingerprint of the canonical request (method,
+caller and every validated field) with the response. A repeat with the same
+fingerprint gets the stored response back; a different request under the
+same key is IDEMPOTENCY_KEY_REUSED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TypeVar
+
+from marketplace_common.auth import Principal
+from pydantic import BaseModel
+
+from marketplace_bids.domain.access import actor_name
+from marketplace_bids.domain.errors import IdempotencyKeyReusedError
+from marketplace_bids.domain.ports import Repositories, StoredResponse
+
+R = TypeVar("R", bound=BaseModel)
+
+#: Scopes of the idempotency records. All transitions share one scope, so an
+#: event_id reused across RPCs is caught too (the method is in the fingerprint).
+CREATE_TASK_SCOPE = "CreateTask"
+PLACE_BID_SCOPE = "PlaceBid"
+EVENT_SCOPE = "event"
+
+
+def fingerprint(method: str, principal: Principal, request: BaseModel) -> str:
+    """SHA-256 of the canonical request: method, caller and the validated fields."""
+    canonical = json.dumps(
+        {
+            "method": method,
+            "actor": actor_name(principal),
+            "request": request.model_dump(mode="json"),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def stored(fingerprint_: str, response: BaseModel) -> StoredResponse:
+    """The record to store for a first use of a key."""
+    return StoredResponse(fingerprint_, response.model_dump_json().encode())
+
+
+async def replay(
+    repos: Repositories,
+    scope: str,
+    key: str,
+    fingerprint_: str,
+    result_type: type[R],
+    field: str,
+) -> R | None:
+    """The stored response for ``key`` if it was used before with this request.
+
+    None when the key is new; IdempotencyKeyReusedError when it was used with
+    another request.
+    """
+    record = await repos.idempotency.get(scope, key)
+    if record is None:
+        return None
+    if record.fingerprint != fingerprint_:
+        raise IdempotencyKeyReusedError(field, key)
+    return result_type.model_validate_json(record.response)

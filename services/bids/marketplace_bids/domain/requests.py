@@ -1,0 +1,196 @@
+"""Validated requests: every RPC's input checked at the edge with pydantic v2.
+
+The servicer turns a protobuf request into a plain mapping and calls
+:func:`parse`; a failure becomes one InvalidArgumentError listing every
+violated field by its proto path (``budget.nanos``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+from marketplace_common.errors import ErrorType, FieldViolation, InvalidArgumentError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from marketplace_bids.domain.values import (
+    MAX_ID,
+    BidStatus,
+    Identifier,
+    LongText,
+    Money,
+    Reason,
+    ResultText,
+    TaskStatus,
+    Title,
+    Uuid,
+    violation_field,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def _page_size(value: int) -> int:
+    # AIP-158: 0 means the default, above the maximum is coerced down to it.
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(value, MAX_PAGE_SIZE)
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_lower)]
+PageSize = Annotated[int, Field(ge=0, le=2**31 - 1), AfterValidator(_page_size)]
+PageToken = Annotated[str, Field(max_length=2048)]
+OptionalEmail = Annotated[Email | None, BeforeValidator(_empty_to_none)]
+OptionalIdentifier = Annotated[Identifier | None, BeforeValidator(_empty_to_none)]
+ExecutionId = Annotated[Uuid, Field(max_length=MAX_ID)]
+
+
+class Request(BaseModel):
+    """Base of the request models: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class CreateTaskRequest(Request):
+    request_id: Uuid
+    client_email: Email
+    title: Title
+    description: LongText = ""
+    budget: Money
+
+
+class GetTaskRequest(Request):
+    task_id: Uuid
+
+
+class ListTasksRequest(Request):
+    client_email: OptionalEmail = None
+    status: TaskStatus | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    page_size: PageSize = DEFAULT_PAGE_SIZE
+    page_token: PageToken = ""
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> ListTasksRequest:
+        if (
+            self.created_after is not None
+            and self.created_before is not None
+            and self.created_after >= self.created_before
+        ):
+            raise PydanticCustomError(
+                "range",
+                "created_before must be later than created_after",
+                {"field": "created_before"},
+            )
+        return self
+
+
+class PlaceBidRequest(Request):
+    request_id: Uuid
+    marketplace: Identifier
+    job_id: Identifier
+    agent_id: Identifier
+    amount: Money
+    proposal: LongText = ""
+
+
+class GetBidRequest(Request):
+    bid_id: Uuid
+
+
+class ListBidsRequest(Request):
+    marketplace: OptionalIdentifier = None
+    job_id: OptionalIdentifier = None
+    agent_id: OptionalIdentifier = None
+    status: BidStatus | None = None
+    page_size: PageSize = DEFAULT_PAGE_SIZE
+    page_token: PageToken = ""
+
+
+class WithdrawBidRequest(Request):
+    bid_id: Uuid
+    event_id: Uuid
+    reason: Reason = ""
+
+
+class RejectBidRequest(Request):
+    bid_id: Uuid
+    event_id: Uuid
+    reason: Reason = ""
+
+
+class AcceptBidRequest(Request):
+    bid_id: Uuid
+    event_id: Uuid
+    client_email: Email
+    title: Title
+    description: LongText = ""
+
+
+class ListBidEventsRequest(Request):
+    bid_id: Uuid
+    page_size: PageSize = DEFAULT_PAGE_SIZE
+    page_token: PageToken = ""
+
+
+class StartTaskRequest(Request):
+    task_id: Uuid
+    execution_id: ExecutionId
+    event_id: Uuid
+
+
+class CompleteTaskRequest(Request):
+    task_id: Uuid
+    execution_id: ExecutionId
+    event_id: Uuid
+    result: ResultText = ""
+
+
+class FailTaskRequest(Request):
+    task_id: Uuid
+    execution_id: ExecutionId
+    event_id: Uuid
+    error_type: ErrorType
+    message: LongText = ""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Mapping[str, Any]) -> M:
+    """Validate ``data`` into ``model`` or raise InvalidArgumentError naming every bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_argument(exc) from None
+
+
+def invalid_argument(exc: ValidationError) -> InvalidArgumentError:
+    """One InvalidArgumentError with a FieldViolation per pydantic error."""
+    violations: list[FieldViolation] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = violation_field(error["loc"], error.get("ctx"))
+        violations.append(FieldViolation(field, error["msg"]))
+    fields = ", ".join(dict.fromkeys(v.field for v in violations))
+    return InvalidArgumentError(f"invalid request: {fields}", violations=violations)

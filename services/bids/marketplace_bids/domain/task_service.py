@@ -1,0 +1,235 @@
+"""Tasks: create, read, list, and the execution service's locked transitions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from marketplace_common.auth import Principal, Role
+from marketplace_common.errors import ErrorType
+from marketplace_common.logging import get_logger
+
+from marketplace_bids.domain import access
+from marketplace_bids.domain.bid_service import Clock, concurrent_write_error, utc_now
+from marketplace_bids.domain.errors import (
+    ExecutionMismatchError,
+    InvalidTransitionError,
+    TaskNotFoundError,
+)
+from marketplace_bids.domain.idempotency import (
+    CREATE_TASK_SCOPE,
+    EVENT_SCOPE,
+    fingerprint,
+    replay,
+    stored,
+)
+from marketplace_bids.domain.models import Page, Task, TaskEvent
+from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
+from marketplace_bids.domain.ports import DuplicateKeyError, Repositories, TaskFilter, UnitOfWork
+from marketplace_bids.domain.requests import (
+    CompleteTaskRequest,
+    CreateTaskRequest,
+    FailTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    Request,
+    StartTaskRequest,
+)
+from marketplace_bids.domain.values import TaskStatus
+
+# What each transition needs: the allowed current statuses and the reason if not.
+_SOURCES: dict[TaskStatus, tuple[frozenset[TaskStatus], str]] = {
+    TaskStatus.PROCESSING: (frozenset({TaskStatus.PENDING}), "TASK_NOT_PENDING"),
+    TaskStatus.COMPLETED: (frozenset({TaskStatus.PROCESSING}), "TASK_NOT_PROCESSING"),
+    TaskStatus.FAILED: (frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING}), "TASK_NOT_ACTIVE"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    method: str
+    task_id: str
+    execution_id: str
+    event_id: str
+    target: TaskStatus
+    request: Request
+    result: str | None = None
+    error_type: ErrorType | None = None
+
+
+class TaskService:
+    """The task rules; every public method is one transaction."""
+
+    def __init__(self, uow: UnitOfWork, *, clock: Clock = utc_now) -> None:
+        self._uow = uow
+        self._now = clock
+        self._log = get_logger(__name__)
+
+    async def create_task(self, principal: Principal, req: CreateTaskRequest) -> Task:
+        """Create a PENDING task directly; a repeat of request_id returns the first result."""
+        access.require_client(principal, "create a task", req.client_email)
+        fp = fingerprint("CreateTask", principal, req)
+
+        async def work(repos: Repositories) -> Task:
+            first = await replay(repos, CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id")
+            if first is not None:
+                return first
+            now = self._now()
+            task = Task(
+                task_id=str(uuid.uuid4()),
+                client_email=req.client_email,
+                title=req.title,
+                description=req.description,
+                budget=req.budget,
+                status=TaskStatus.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                async with repos.savepoint():
+                    await repos.idempotency.add(CREATE_TASK_SCOPE, req.request_id, stored(fp, task))
+                    await repos.tasks.add(task)
+            except DuplicateKeyError:
+                first = await replay(
+                    repos, CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id"
+                )
+                if first is not None:
+                    return first
+                raise concurrent_write_error() from None
+            self._log.info("task.created", task_id=task.task_id)
+            return task
+
+        return await self._uow.run(work)
+
+    async def get_task(self, principal: Principal, req: GetTaskRequest) -> Task:
+        """One task, if the caller may see it."""
+
+        async def work(repos: Repositories) -> Task:
+            task = await repos.tasks.get(req.task_id)
+            if task is None:
+                raise TaskNotFoundError(req.task_id)
+            access.check_can_see_task(principal, task)
+            return task
+
+        return await self._uow.run(work, write=False)
+
+    async def list_tasks(self, principal: Principal, req: ListTasksRequest) -> Page[Task]:
+        """Tasks newest first; clients see only their own."""
+        filters = TaskFilter(
+            client_email=access.task_list_scope(principal, req.client_email),
+            status=req.status,
+            created_after=req.created_after,
+            created_before=req.created_before,
+        )
+        scope = filters_hash("tasks", {k: getattr(filters, k) for k in filters.__slots__})
+        after = decode_token(req.page_token, scope)
+
+        async def work(repos: Repositories) -> list[Task]:
+            return await repos.tasks.list(filters, after, req.page_size + 1)
+
+        rows = await self._uow.run(work, write=False)
+        return make_page(rows, req.page_size, scope, lambda t: Keyset(t.created_at, t.task_id))
+
+    async def start_task(self, principal: Principal, req: StartTaskRequest) -> Task:
+        """PENDING -> PROCESSING for an execution."""
+        step = _Step(
+            "StartTask", req.task_id, req.execution_id, req.event_id, TaskStatus.PROCESSING, req
+        )
+        return await self._transition(principal, step)
+
+    async def complete_task(self, principal: Principal, req: CompleteTaskRequest) -> Task:
+        """PROCESSING -> COMPLETED, by the execution that started the task."""
+        step = _Step(
+            "CompleteTask",
+            req.task_id,
+            req.execution_id,
+            req.event_id,
+            TaskStatus.COMPLETED,
+            req,
+            result=req.result,
+        )
+        return await self._transition(principal, step)
+
+    async def fail_task(self, principal: Principal, req: FailTaskRequest) -> Task:
+        """PENDING or PROCESSING -> FAILED, with the final error."""
+        step = _Step(
+            "FailTask",
+            req.task_id,
+            req.execution_id,
+            req.event_id,
+            TaskStatus.FAILED,
+            req,
+            result=req.message,
+            error_type=req.error_type,
+        )
+        return await self._transition(principal, step)
+
+    async def _transition(self, principal: Principal, step: _Step) -> Task:
+        access.require_roles(principal, f"call {step.method}", Role.SERVICE)
+        fp = fingerprint(step.method, principal, step.request)
+
+        async def work(repos: Repositories) -> tuple[Task, TaskStatus | None]:
+            task = await repos.tasks.get(step.task_id, lock=True)
+            if task is None:
+                raise TaskNotFoundError(step.task_id)
+            first = await replay(repos, EVENT_SCOPE, step.event_id, fp, Task, "event_id")
+            if first is not None:
+                return first, None
+            _check_transition(task, step)
+            updated, event = self._apply(principal, step, task)
+            try:
+                async with repos.savepoint():
+                    await repos.tasks.update(updated)
+                    await repos.task_events.add(event)
+                    await repos.idempotency.add(EVENT_SCOPE, step.event_id, stored(fp, updated))
+            except DuplicateKeyError:
+                first = await replay(repos, EVENT_SCOPE, step.event_id, fp, Task, "event_id")
+                if first is not None:
+                    return first, None
+                raise concurrent_write_error() from None
+            return updated, task.status
+
+        task, previous = await self._uow.run(work)
+        if previous is not None:
+            self._log.info(
+                f"task.{step.target.value.lower()}",
+                task_id=task.task_id,
+                execution_id=step.execution_id,
+                event_id=step.event_id,
+                previous_status=previous.value,
+            )
+        return task
+
+    def _apply(self, principal: Principal, step: _Step, task: Task) -> tuple[Task, TaskEvent]:
+        now = self._now()
+        changes: dict[str, object] = {
+            "status": step.target,
+            "execution_id": step.execution_id,
+            "updated_at": now,
+        }
+        if step.result is not None:
+            changes["result"] = step.result
+        if step.error_type is not None:
+            changes["error_type"] = step.error_type
+        event = TaskEvent(
+            event_id=step.event_id,
+            task_id=task.task_id,
+            previous_status=task.status,
+            new_status=step.target,
+            execution_id=step.execution_id,
+            actor=access.actor_name(principal),
+            created_at=now,
+        )
+        return task.model_copy(update=changes), event
+
+
+def _check_transition(task: Task, step: _Step) -> None:
+    sources, reason = _SOURCES[step.target]
+    if task.status not in sources:
+        raise InvalidTransitionError(
+            "task", task.task_id, task.status.value, step.target.value, reason
+        )
+    # Once started, only the execution that started the task may finish it.
+    started_by = task.execution_id
+    if task.status is TaskStatus.PROCESSING and started_by and started_by != step.execution_id:
+        raise ExecutionMismatchError(task.task_id, started_by, step.execution_id)

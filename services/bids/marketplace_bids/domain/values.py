@@ -1,0 +1,145 @@
+"""Value types shared by the bids domain: statuses, Money, constrained strings."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# Active ISO 4217 codes of real currencies (funds, metals and test codes left out).
+_ISO_4217_TEXT = """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR
+    FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD
+    JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT
+    MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG
+    QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB
+    TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF
+    XPF YER ZAR ZMW ZWG ZWL
+"""
+ISO_4217_CODES: frozenset[str] = frozenset(_ISO_4217_TEXT.split())
+
+NANOS_PER_UNIT = 1_000_000_000
+MAX_TITLE = 200
+MAX_TEXT = 10_000
+MAX_REASON = 1_000
+MAX_RESULT = 100_000
+MAX_ID = 128
+
+
+class TaskStatus(enum.StrEnum):
+    """Task lifecycle: PENDING -> PROCESSING -> COMPLETED | FAILED."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class BidStatus(enum.StrEnum):
+    """Bid lifecycle: PENDING -> WITHDRAWN | ACCEPTED | REJECTED."""
+
+    PENDING = "PENDING"
+    WITHDRAWN = "WITHDRAWN"
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+
+
+def _canonical_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise PydanticCustomError("uuid", "must be a UUID") from None
+
+
+def _no_control_chars(value: str) -> str:
+    if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
+        raise PydanticCustomError("text", "must not contain control characters")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise PydanticCustomError(
+            "identifier", "must start with a letter or digit and hold only letters, digits, ._:@-"
+        )
+    return value
+
+
+Uuid = Annotated[str, AfterValidator(_canonical_uuid)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_slug)]
+Title = Annotated[
+    str, Field(max_length=MAX_TITLE), AfterValidator(_not_blank), AfterValidator(_no_control_chars)
+]
+LongText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_control_chars)]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_no_control_chars)]
+ResultText = Annotated[str, Field(max_length=MAX_RESULT)]
+
+
+class Money(BaseModel):
+    """An amount in one ISO 4217 currency, shaped like google.type.Money.
+
+    ``units`` and ``nanos`` carry one sign, ``|nanos| < 1e9``, and the amount is above zero.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    currency_code: str
+    units: int = Field(ge=-(2**63), le=2**63 - 1)
+    nanos: int = Field(gt=-NANOS_PER_UNIT, lt=NANOS_PER_UNIT)
+
+    @field_validator("currency_code")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        if value not in ISO_4217_CODES:
+            raise PydanticCustomError("currency", "must be an upper-case ISO 4217 currency code")
+        return value
+
+    @field_validator("nanos")
+    @classmethod
+    def _same_sign(cls, value: int, info: ValidationInfo) -> int:
+        units = info.data.get("units")
+        if isinstance(units, int) and units * value < 0:
+            raise PydanticCustomError("sign", "units and nanos must have the same sign")
+        return value
+
+    @model_validator(mode="after")
+    def _positive(self) -> Money:
+        if self.units < 0 or self.nanos < 0 or (self.units == 0 and self.nanos == 0):
+            raise PydanticCustomError("amount", "amount must be above zero")
+        return self
+
+    def as_decimal(self) -> Decimal:
+        """The amount as an exact Decimal (for display and comparisons)."""
+        return Decimal(self.units) + Decimal(self.nanos) / NANOS_PER_UNIT
+
+
+def violation_field(loc: tuple[Any, ...], ctx: dict[str, Any] | None) -> str:
+    """The dotted proto field path of a pydantic error location."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    extra = (ctx or {}).get("field")
+    if extra:
+        parts.append(str(extra))
+    return ".".join(parts) or "request"

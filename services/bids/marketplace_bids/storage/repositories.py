@@ -1,0 +1,368 @@
+"""SQLAlchemy implementations of the domain's repository Protocols.
+
+Repositories never commit; they run inside the transaction the unit of work
+opened. Lists are keyset-paginated on ``(created_at, id)``, never OFFSET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from marketplace_common.errors import ErrorType
+from sqlalchemy import ColumnElement, Select, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task, TaskEvent
+from marketplace_bids.domain.pagination import Keyset
+from marketplace_bids.domain.ports import (
+    PENDING_BID_KEY,
+    BidFilter,
+    DuplicateKeyError,
+    StoredResponse,
+    TaskFilter,
+)
+from marketplace_bids.domain.values import BidStatus, Money, TaskStatus
+from marketplace_bids.storage.tables import (
+    BidEventRow,
+    BidRow,
+    DeliveryTokenRow,
+    IdempotencyRow,
+    TaskEventRow,
+    TaskRow,
+)
+
+
+def _lock(stmt: Select[Any]) -> Select[Any]:
+    # FOR NO KEY UPDATE, not FOR UPDATE: a transition changes status columns,
+    # never the key, and NO KEY UPDATE still excludes every other transition
+    # (it conflicts with itself), while foreign-key checks of rows inserted
+    # meanwhile that point at this one (FOR KEY SHARE: a delivery token for the
+    # task) need not wait. SQLite ignores it: its write transactions already
+    # hold the database's single write lock (BEGIN IMMEDIATE).
+    return stmt.with_for_update(key_share=True)
+
+
+def _after(created: Any, ident: Any, after: Keyset | None, *, newest_first: bool) -> Any:
+    if after is None:
+        return None
+    row = tuple_(created, ident)
+    bound = (after.created_at, after.id)
+    return row < bound if newest_first else row > bound
+
+
+def _task(row: TaskRow) -> Task:
+    return Task(
+        task_id=row.task_id,
+        client_email=row.client_email,
+        title=row.title,
+        description=row.description,
+        budget=Money(
+            currency_code=row.budget_currency, units=row.budget_units, nanos=row.budget_nanos
+        ),
+        status=TaskStatus(row.status),
+        bid_id=row.bid_id,
+        execution_id=row.execution_id,
+        result=row.result,
+        error_type=ErrorType(row.error_type) if row.error_type else None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _bid(row: BidRow) -> Bid:
+    return Bid(
+        bid_id=row.bid_id,
+        marketplace=row.marketplace,
+        job_id=row.job_id,
+        agent_id=row.agent_id,
+        amount=Money(
+            currency_code=row.amount_currency, units=row.amount_units, nanos=row.amount_nanos
+        ),
+        proposal=row.proposal,
+        status=BidStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _event(row: BidEventRow) -> BidEvent:
+    return BidEvent(
+        event_id=row.event_id,
+        bid_id=row.bid_id,
+        previous_status=BidStatus(row.previous_status),
+        new_status=BidStatus(row.new_status),
+        reason=row.reason,
+        actor=row.actor,
+        created_at=row.created_at,
+    )
+
+
+class SqlTaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def get(self, task_id: str, *, lock: bool = False) -> Task | None:
+        stmt = select(TaskRow).where(TaskRow.task_id == task_id)
+        row = (await self._s.execute(_lock(stmt) if lock else stmt)).scalar_one_or_none()
+        return None if row is None else _task(row)
+
+    async def add(self, task: Task) -> None:
+        self._s.add(
+            TaskRow(
+                task_id=task.task_id,
+                client_email=task.client_email,
+                title=task.title,
+                description=task.description,
+                budget_currency=task.budget.currency_code,
+                budget_units=task.budget.units,
+                budget_nanos=task.budget.nanos,
+                status=task.status.value,
+                bid_id=task.bid_id,
+                execution_id=task.execution_id,
+                result=task.result,
+                error_type=task.error_type.value if task.error_type else None,
+                created_at=task.created_at,
+                updated_at=task.updated_at,
+            )
+        )
+        await self._s.flush()
+
+    async def update(self, task: Task) -> None:
+        await self._s.execute(
+            update(TaskRow)
+            .where(TaskRow.task_id == task.task_id)
+            .values(
+                status=task.status.value,
+                execution_id=task.execution_id,
+                result=task.result,
+                error_type=task.error_type.value if task.error_type else None,
+                updated_at=task.updated_at,
+            )
+        )
+
+    async def list(self, filters: TaskFilter, after: Keyset | None, limit: int) -> list[Task]:
+        conditions: list[ColumnElement[bool]] = []
+        if filters.client_email is not None:
+            conditions.append(TaskRow.client_email == filters.client_email)
+        if filters.status is not None:
+            conditions.append(TaskRow.status == filters.status.value)
+        if filters.created_after is not None:
+            conditions.append(TaskRow.created_at >= filters.created_after)
+        if filters.created_before is not None:
+            conditions.append(TaskRow.created_at < filters.created_before)
+        keyset = _after(TaskRow.created_at, TaskRow.task_id, after, newest_first=True)
+        if keyset is not None:
+            conditions.append(keyset)
+        stmt = (
+            select(TaskRow)
+            .where(*conditions)
+            .order_by(TaskRow.created_at.desc(), TaskRow.task_id.desc())
+            .limit(limit)
+        )
+        return [_task(r) for r in (await self._s.execute(stmt)).scalars()]
+
+
+class SqlBidRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def get(self, bid_id: str, *, lock: bool = False) -> Bid | None:
+        stmt = select(BidRow).where(BidRow.bid_id == bid_id)
+        row = (await self._s.execute(_lock(stmt) if lock else stmt)).scalar_one_or_none()
+        return None if row is None else _bid(row)
+
+    async def find_pending(self, marketplace: str, job_id: str, agent_id: str) -> Bid | None:
+        stmt = select(BidRow).where(
+            BidRow.marketplace == marketplace,
+            BidRow.job_id == job_id,
+            BidRow.agent_id == agent_id,
+            BidRow.status == BidStatus.PENDING.value,
+        )
+        row = (await self._s.execute(stmt)).scalar_one_or_none()
+        return None if row is None else _bid(row)
+
+    async def add(self, bid: Bid) -> None:
+        self._s.add(
+            BidRow(
+                bid_id=bid.bid_id,
+                marketplace=bid.marketplace,
+                job_id=bid.job_id,
+                agent_id=bid.agent_id,
+                amount_currency=bid.amount.currency_code,
+                amount_units=bid.amount.units,
+                amount_nanos=bid.amount.nanos,
+                proposal=bid.proposal,
+                status=bid.status.value,
+                created_at=bid.created_at,
+                updated_at=bid.updated_at,
+            )
+        )
+        await self._s.flush()
+
+    async def update(self, bid: Bid) -> None:
+        await self._s.execute(
+            update(BidRow)
+            .where(BidRow.bid_id == bid.bid_id)
+            .values(status=bid.status.value, updated_at=bid.updated_at)
+        )
+
+    async def list(self, filters: BidFilter, after: Keyset | None, limit: int) -> list[Bid]:
+        conditions: list[ColumnElement[bool]] = []
+        for column, value in (
+            (BidRow.marketplace, filters.marketplace),
+            (BidRow.job_id, filters.job_id),
+            (BidRow.agent_id, filters.agent_id),
+            (BidRow.status, filters.status.value if filters.status else None),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        keyset = _after(BidRow.created_at, BidRow.bid_id, after, newest_first=True)
+        if keyset is not None:
+            conditions.append(keyset)
+        stmt = (
+            select(BidRow)
+            .where(*conditions)
+            .order_by(BidRow.created_at.desc(), BidRow.bid_id.desc())
+            .limit(limit)
+        )
+        return [_bid(r) for r in (await self._s.execute(stmt)).scalars()]
+
+
+class SqlBidEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, event: BidEvent) -> None:
+        self._s.add(
+            BidEventRow(
+                event_id=event.event_id,
+                bid_id=event.bid_id,
+                previous_status=event.previous_status.value,
+                new_status=event.new_status.value,
+                reason=event.reason,
+                actor=event.actor,
+                created_at=event.created_at,
+            )
+        )
+        await self._s.flush()
+
+    async def list(self, bid_id: str, after: Keyset | None, limit: int) -> list[BidEvent]:
+        conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bid_id]
+        keyset = _after(BidEventRow.created_at, BidEventRow.event_id, after, newest_first=False)
+        if keyset is not None:
+            conditions.append(keyset)
+        stmt = (
+            select(BidEventRow)
+            .where(*conditions)
+            .order_by(BidEventRow.created_at, BidEventRow.event_id)
+            .limit(limit)
+        )
+        return [_event(r) for r in (await self._s.execute(stmt)).scalars()]
+
+
+class SqlTaskEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, event: TaskEvent) -> None:
+        self._s.add(
+            TaskEventRow(
+                event_id=event.event_id,
+                task_id=event.task_id,
+                previous_status=event.previous_status.value,
+                new_status=event.new_status.value,
+                execution_id=event.execution_id,
+                actor=event.actor,
+                created_at=event.created_at,
+            )
+        )
+        await self._s.flush()
+
+
+class SqlIdempotencyRepository:
+    def __init__(self, session: AsyncSession, now: datetime) -> None:
+        self._s = session
+        self._now = now
+
+    async def get(self, scope: str, key: str) -> StoredResponse | None:
+        stmt = select(IdempotencyRow.fingerprint, IdempotencyRow.response).where(
+            IdempotencyRow.scope == scope, IdempotencyRow.key == key
+        )
+        row = (await self._s.execute(stmt)).one_or_none()
+        return None if row is None else StoredResponse(row.fingerprint, bytes(row.response))
+
+    async def add(self, scope: str, key: str, record: StoredResponse) -> None:
+        self._s.add(
+            IdempotencyRow(
+                scope=scope,
+                key=key,
+                fingerprint=record.fingerprint,
+                response=record.response,
+                created_at=self._now,
+            )
+        )
+        await self._s.flush()
+
+
+class SqlDeliveryTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def add(self, token: DeliveryToken) -> None:
+        self._s.add(
+            DeliveryTokenRow(
+                token_hash=token.token_hash,
+                task_id=token.task_id,
+                expires_at=token.expires_at,
+                created_at=token.created_at,
+            )
+        )
+        await self._s.flush()
+
+    async def get(self, token_hash: str) -> DeliveryToken | None:
+        stmt = select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == token_hash)
+        row = (await self._s.execute(stmt)).scalar_one_or_none()
+        if row is None:
+            return None
+        return DeliveryToken(
+            token_hash=row.token_hash,
+            task_id=row.task_id,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+        )
+
+
+def _unique_key(exc: IntegrityError) -> str | None:
+    """The violated unique constraint's name, or None when it is not a unique violation."""
+    chain: list[BaseException] = []
+    err: BaseException | None = exc.orig
+    while err is not None and len(chain) < 4:
+        chain.append(err)
+        err = err.__cause__
+    if any(getattr(e, "sqlstate", None) == "23505" for e in chain):
+        names = [getattr(e, "constraint_name", None) for e in chain]
+        return next((str(n) for n in names if n), "unique")
+    text = str(exc.orig)
+    if "UNIQUE constraint failed" in text:
+        # SQLite names columns, not constraints; bids has one unique rule besides its key.
+        if "bids.marketplace" in text:
+            return PENDING_BID_KEY
+        return text.split(":", 1)[1].strip()
+    return None
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """A nested transaction; a unique violation rolls it back and becomes DuplicateKeyError."""
+    try:
+        async with session.begin_nested():
+            yield
+    except IntegrityError as exc:
+        key = _unique_key(exc)
+        if key is None:
+            raise
+        raise DuplicateKeyError(key) from None
