@@ -1,0 +1,405 @@
+"""Classify any exception into the taxonomy of errors.md.
+
+``categorize_exception`` never raises and knows: our ``AgentError``; asyncio,
+socket and OS errors; SQLAlchemy, asyncpg and sqlite3 errors (by SQLSTATE
+first, since through SQLAlchemy's asyncpg dialect a serialization failure is
+a plain ``DBAPIError``); gRPC errors (by the client rules, see ``status``);
+pydantic and jsonschema validation errors; the ``openai`` client's errors and
+raw httpx transport errors. Anything else is FATAL: an exception nobody
+planned for is a bug in our own code.
+
+Decisions worth knowing:
+
+* ``asyncio.CancelledError`` (and any other ``BaseException`` that is not an
+  ``Exception``) is PERMANENT: the caller gave up, so retrying is wrong, and it
+  is not a bug, so not FATAL. ``retry_async`` never catches it anyway.
+* A raw ``jsonschema.ValidationError`` or ``json.JSONDecodeError`` is
+  PERMANENT, not LLM_FIXABLE: the type alone cannot tell model output from a
+  bad request or a broken config file. The execution service wraps failures of
+  model output in ``LLMFixableError`` itself, where it knows their origin.
+* sqlite3 errors other than busy/locked (no such table, disk I/O, corrupt
+  file) are FATAL, although SQLAlchemy calls them ``OperationalError``.
+* The optional libraries (asyncpg, openai, jsonschema, httpx) are looked up
+  in ``sys.modules``: an exception of a library that was never imported
+  cannot exist, so this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import re
+import socket
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable
+
+import grpc
+import pydantic
+from sqlalchemy import exc as sa_exc
+
+from marketplace_common.delays import server_directed_delay
+from marketplace_common.errors import (
+    AgentError,
+    AlreadyExistsError,
+    ConflictError,
+    DeadlineExceededError,
+    ErrorType,
+    FailedPreconditionError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    LLMFixableError,
+    PermanentError,
+    RateLimitedError,
+    UnavailableError,
+)
+from marketplace_common.status import code_for, from_rpc_error
+
+__all__ = [
+    "as_agent_error",
+    "categorize_exception",
+    "error_code",
+    "server_directed_delay",
+    "should_retry",
+]
+
+T = ErrorType
+
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57014",  # query_canceled (statement_timeout)
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+    }
+)
+_SQLSTATE_CLASSES = {
+    "08": T.TRANSIENT,  # connection exception
+    "23": T.PERMANENT,  # integrity constraint violation
+    "22": T.PERMANENT,  # data exception (a value the column cannot hold)
+    "42": T.FATAL,  # syntax error or access rule violation: our SQL is wrong
+    "XX": T.FATAL,  # internal error, data or index corrupted
+}
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.EPIPE,
+        errno.EAGAIN,
+        errno.EADDRNOTAVAIL,
+    }
+)
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
+_SQLITE_BUSY_TEXT = re.compile(r"database (table )?is locked|database is busy", re.IGNORECASE)
+
+_LLM_PERMANENT_CODES = frozenset(
+    {
+        "context_length_exceeded",
+        "content_policy_violation",
+        "content_filter",
+        "insufficient_quota",  # a 429 that waiting does not cure
+        "invalid_api_key",
+    }
+)
+
+
+def categorize_exception(exc: BaseException) -> ErrorType:
+    """The ErrorType of any exception; never raises (FATAL when unsure)."""
+    try:
+        return _categorize(exc)
+    except Exception:
+        return T.FATAL
+
+
+def should_retry(exc: BaseException) -> bool:
+    """True when a retry may help: TRANSIENT or LLM_FIXABLE."""
+    return categorize_exception(exc).retryable
+
+
+def _categorize(exc: BaseException) -> ErrorType:
+    if isinstance(exc, AgentError):
+        return exc.error_type
+    if isinstance(exc, BaseExceptionGroup):
+        return _worst(categorize_exception(e) for e in exc.exceptions)
+    if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt, SystemExit
+        return T.PERMANENT
+    if isinstance(exc, grpc.RpcError):
+        return from_rpc_error(exc).error_type
+    for rule in _RULES:
+        found = rule(exc)
+        if found is not None:
+            return found
+    return T.FATAL
+
+
+_SEVERITY = (T.FATAL, T.PERMANENT, T.LLM_FIXABLE, T.TRANSIENT)
+
+
+def _worst(types: Iterable[ErrorType]) -> ErrorType:
+    # A group is only as retryable as its least retryable member.
+    found = set(types)
+    return next((t for t in _SEVERITY if t in found), T.FATAL)
+
+
+# --- rules, one per family; each returns None when the exception is not its own
+
+
+def _driver_errors(exc: BaseException) -> list[object]:
+    # SQLAlchemy keeps the driver's exception in .orig; its asyncpg adapter
+    # (itself an .orig) keeps asyncpg's in .orig again and as __cause__.
+    found: list[object] = [exc]
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        found += [orig, getattr(orig, "orig", None), getattr(orig, "__cause__", None)]
+    return found
+
+
+def _sqlstate_of(exc: BaseException) -> str | None:
+    for candidate in _driver_errors(exc):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str) and len(state) == 5:
+            return state.upper()
+    return None
+
+
+def _by_sqlstate(exc: Exception) -> ErrorType | None:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return T.TRANSIENT
+    state = _sqlstate_of(exc)
+    if state is None:
+        return None
+    if state in _TRANSIENT_SQLSTATES:
+        return T.TRANSIENT
+    return _SQLSTATE_CLASSES.get(state[:2])
+
+
+def _sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    return next((e for e in _driver_errors(exc) if isinstance(e, sqlite3.Error)), None)
+
+
+def _is_sqlite_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _SQLITE_BUSY_CODES:
+        return True
+    return bool(_SQLITE_BUSY_TEXT.search(str(error)))
+
+
+def _by_sqlite(exc: Exception) -> ErrorType | None:
+    error = _sqlite_error(exc)
+    if error is None:
+        return None
+    if _is_sqlite_busy(error):
+        return T.TRANSIENT
+    return T.PERMANENT if isinstance(error, sqlite3.IntegrityError) else T.FATAL
+
+
+def _by_sqlalchemy(exc: Exception) -> ErrorType | None:
+    if isinstance(exc, sa_exc.IntegrityError):
+        return T.PERMANENT
+    if isinstance(exc, sa_exc.DataError):
+        return T.PERMANENT
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return T.TRANSIENT
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return T.FATAL
+    return None
+
+
+def _module_class(module: str, name: str) -> type[BaseException] | None:
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    cls = _module_class(module, name)
+    return cls is not None and isinstance(exc, cls)
+
+
+def _status_code_type(status: int) -> ErrorType:
+    if status in (408, 409, 429) or status >= 500:
+        return T.TRANSIENT
+    return T.PERMANENT
+
+
+def _by_openai(exc: Exception) -> ErrorType | None:
+    if not _is(exc, "openai", "OpenAIError"):
+        return None
+    if _is(exc, "openai", "APIConnectionError"):  # includes APITimeoutError
+        return T.TRANSIENT
+    if _is(exc, "openai", "APIStatusError"):
+        if getattr(exc, "code", None) in _LLM_PERMANENT_CODES:
+            return T.PERMANENT
+        return _status_code_type(int(getattr(exc, "status_code", 500)))
+    if _is(exc, "openai", "LengthFinishReasonError"):
+        return T.LLM_FIXABLE  # the answer was cut off: re-asking for a shorter one can fix it
+    if _is(exc, "openai", "ContentFilterFinishReasonError"):
+        return T.PERMANENT
+    if _is(exc, "openai", "APIResponseValidationError"):
+        return T.PERMANENT  # an incompatible endpoint stays incompatible
+    return T.FATAL
+
+
+def _by_httpx(exc: Exception) -> ErrorType | None:
+    for module in ("httpx2", "httpx"):
+        if _is(exc, module, "TransportError"):
+            return T.TRANSIENT
+        if _is(exc, module, "HTTPStatusError"):
+            return _status_code_type(int(exc.response.status_code))  # type: ignore[attr-defined]
+    return None
+
+
+def _by_validation(exc: Exception) -> ErrorType | None:
+    if isinstance(exc, pydantic.ValidationError | json.JSONDecodeError):
+        return T.PERMANENT
+    if _is(exc, "jsonschema", "ValidationError") or _is(exc, "jsonschema", "SchemaError"):
+        return T.PERMANENT
+    return None
+
+
+def _by_os(exc: Exception) -> ErrorType | None:
+    if isinstance(exc, TimeoutError | ConnectionError | asyncio.IncompleteReadError):
+        return T.TRANSIENT
+    if isinstance(exc, socket.gaierror):
+        return T.TRANSIENT if exc.errno == socket.EAI_AGAIN else T.PERMANENT
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return T.TRANSIENT
+    return None
+
+
+_RULES: tuple[Callable[[Exception], ErrorType | None], ...] = (
+    _by_sqlstate,
+    _by_sqlite,
+    _by_sqlalchemy,
+    _by_openai,
+    _by_httpx,
+    _by_validation,
+    _by_os,
+)
+
+
+# --- wrapping --------------------------------------------------------------------
+
+
+def error_code(exc: BaseException) -> str:
+    """A short code for records and logs: the gRPC code name, HTTP status, SQLSTATE or class."""
+    try:
+        if isinstance(exc, AgentError):
+            return code_for(exc).name
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code()
+            return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int):
+            return str(status)
+        return _sqlstate_of(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+def as_agent_error(exc: BaseException) -> AgentError:
+    """``exc`` as an ``AgentError`` of the right kind, with a message safe to send.
+
+    An ``AgentError`` is returned as is, a gRPC error rebuilt by
+    ``status.from_rpc_error``. Anything else is wrapped by its type (see
+    ``categorize_exception``) into a kind whose message names no SQL, stack or
+    value; ``retry_after`` is kept when the error carries a server-directed
+    delay. Callers should ``raise as_agent_error(e) from e`` to keep the cause.
+    """
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, grpc.RpcError):
+        return from_rpc_error(exc)
+    error_type = categorize_exception(exc)
+    try:
+        err = _wrap(exc, error_type)
+    except Exception:
+        err = InternalError("Internal error.")
+    err.retry_after = server_directed_delay(exc)
+    return err
+
+
+def _wrap(exc: BaseException, error_type: ErrorType) -> AgentError:
+    if error_type is T.TRANSIENT:
+        return _wrap_transient(exc)
+    if error_type is T.PERMANENT:
+        return _wrap_permanent(exc)
+    if error_type is T.LLM_FIXABLE:
+        return LLMFixableError("The model's answer was cut off or invalid.")
+    return InternalError("Internal error.")
+
+
+def _wrap_transient(exc: BaseException) -> AgentError:
+    state = _sqlstate_of(exc)
+    if state in _CONFLICT_SQLSTATES or (state is None and _sqlite_error(exc) is not None):
+        return ConflictError("The transaction conflicted with another; retry the call.")
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        return RateLimitedError("A dependency is rate limiting us; retry later.")
+    if isinstance(exc, TimeoutError) or _is(exc, "openai", "APITimeoutError"):
+        return DeadlineExceededError("A dependency did not answer in time.")
+    return UnavailableError("A dependency is unavailable; retry later.")
+
+
+def _wrap_permanent(exc: BaseException) -> AgentError:
+    if not isinstance(exc, Exception):
+        return PermanentError("The operation was cancelled.", reason="CANCELLED")
+    if isinstance(exc, pydantic.ValidationError):
+        return InvalidArgumentError("The request is invalid.", violations=_pydantic_violations(exc))
+    state = _sqlstate_of(exc) or ""
+    if state == "23505" or _is_sqlite_unique_violation(exc):
+        return AlreadyExistsError("The resource already exists.")
+    if state.startswith("22"):
+        return InvalidArgumentError("A value is out of range for storage.")
+    if _is(exc, "openai", "OpenAIError"):
+        return _wrap_llm_permanent(exc)
+    return FailedPreconditionError("The operation cannot be performed.")
+
+
+def _is_sqlite_unique_violation(exc: BaseException) -> bool:
+    error = _sqlite_error(exc)
+    if not isinstance(error, sqlite3.IntegrityError):
+        return False
+    # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+    code = getattr(error, "sqlite_errorcode", None)
+    return code in (1555, 2067) or "UNIQUE constraint failed" in str(error)
+
+
+def _wrap_llm_permanent(exc: Exception) -> AgentError:
+    code = getattr(exc, "code", None)
+    if code == "context_length_exceeded":
+        return InvalidArgumentError(
+            "The prompt is too long for the model.", reason="CONTEXT_LENGTH_EXCEEDED"
+        )
+    if code in ("content_policy_violation", "content_filter") or _is(
+        exc, "openai", "ContentFilterFinishReasonError"
+    ):
+        return FailedPreconditionError(
+            "The LLM provider refused the content.", reason="CONTENT_POLICY_VIOLATION"
+        )
+    status = getattr(exc, "status_code", None)
+    suffix = f" (HTTP {status})" if isinstance(status, int) else ""
+    return FailedPreconditionError(
+        f"The LLM provider rejected the request{suffix}.", reason="LLM_REQUEST_REJECTED"
+    )
+
+
+def _pydantic_violations(exc: pydantic.ValidationError) -> list[FieldViolation]:
+    # msg only (never the input value): pydantic messages name the rule, not the data.
+    return [
+        FieldViolation(".".join(str(p) for p in error["loc"]) or "request", error["msg"])
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
