@@ -1,0 +1,153 @@
+"""The execution's domain model: plain values, no transport and no storage types."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from marketplace_common.errors import ErrorType
+
+
+class ExecutionStatus(enum.StrEnum):
+    """QUEUED -> RUNNING -> (RETRY_SCHEDULED -> RUNNING)* -> SUCCEEDED | FAILED; CANCELLED from any
+    non-terminal state."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    RETRY_SCHEDULED = "RETRY_SCHEDULED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        """True for SUCCEEDED, FAILED and CANCELLED: nothing changes after them."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+)
+ACTIVE_STATUSES = frozenset(
+    {ExecutionStatus.QUEUED, ExecutionStatus.RUNNING, ExecutionStatus.RETRY_SCHEDULED}
+)
+
+DEFAULT_MAX_ATTEMPTS = 3
+CANCELLED_MESSAGE = "execution cancelled by a caller"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    """One stored call to the LLM provider.
+
+    ``delay_source`` is the name of the retry delay's origin ("BACKOFF",
+    "SERVER_RETRY_AFTER", "PACING" or "NONE").
+    """
+
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    error_type: ErrorType | None = None
+    code: str = ""
+    message: str = ""
+    retry_delay: float = 0.0
+    delay_source: str = "NONE"
+    pacing_delay: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the call produced an accepted answer."""
+        return self.error_type is None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an execution ended, decided before it is reported to the bids service.
+
+    ``status`` is the terminal status the execution takes once BidService knows.
+    """
+
+    status: ExecutionStatus
+    result: str | None = None
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A run of a task's work through the LLM, with every attempt so far."""
+
+    execution_id: uuid.UUID
+    task_id: uuid.UUID
+    request_id: uuid.UUID
+    status: ExecutionStatus
+    prompt: str
+    model: str
+    output_schema: str | None
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    result: str | None = None
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+    pending_outcome: ExecutionStatus | None = None
+    cancel_requested: bool = False
+    lease_owner: str | None = None
+    attempts: tuple[AttemptView, ...] = field(default=())
+
+    @property
+    def terminal(self) -> bool:
+        """True once the execution can no longer change."""
+        return self.status.terminal
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The decided (maybe not yet reported) outcome, or None while work goes on."""
+        if self.pending_outcome is None:
+            return None
+        return Outcome(
+            status=self.pending_outcome,
+            result=self.result,
+            error_type=self.error_type,
+            error_message=self.error_message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """What SubmitExecution stores."""
+
+    execution_id: uuid.UUID
+    task_id: uuid.UUID
+    request_id: uuid.UUID
+    request_fingerprint: str
+    prompt: str
+    model: str
+    output_schema: str | None
+    max_attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What the execution service needs to know of a BidService task."""
+
+    task_id: uuid.UUID
+    status: str
+    title: str
+    description: str
+    execution_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionEvent:
+    """One thing that happened to an execution, with its state afterwards.
+
+    Exactly one of ``status_change`` (previous, new) and ``attempt`` is set.
+    """
+
+    execution: Execution
+    status_change: tuple[ExecutionStatus | None, ExecutionStatus] | None = None
+    attempt: AttemptView | None = None

@@ -1,0 +1,178 @@
+"""What the domain needs from the outside world, as Protocols.
+
+``storage`` implements :class:`ExecutionStore` with SQLAlchemy (each method one
+transaction); ``api`` implements :class:`BidsGateway` over gRPC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from marketplace_common.errors import AgentError, ErrorType
+
+from marketplace_execution.domain.models import (
+    AttemptView,
+    Execution,
+    ExecutionStatus,
+    NewExecution,
+    Outcome,
+    TaskInfo,
+)
+from marketplace_execution.domain.paging import PageCursor
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenewal:
+    """What a heartbeat learned: the executions still held, and those a caller cancelled."""
+
+    held: frozenset[uuid.UUID]
+    cancel_requested: frozenset[uuid.UUID]
+
+
+class ExecutionStore(Protocol):
+    """Durable executions and attempts. Worker writes are fenced on ``owner``: a worker that
+    no longer holds the lease gets LeaseLostError and must stop."""
+
+    async def get(self, execution_id: uuid.UUID) -> Execution:
+        """The execution with its attempts; ExecutionNotFoundError if unknown."""
+        ...
+
+    async def find_by_request_id(self, request_id: uuid.UUID) -> tuple[Execution, str] | None:
+        """The execution a request_id created and the request fingerprint stored with it."""
+        ...
+
+    async def create(self, new: NewExecution) -> Execution:
+        """Stores a QUEUED execution; ExecutionAlreadyActiveError when the task has one;
+        IdempotencyKeyReusedError / returns the first on a request_id race."""
+        ...
+
+    async def list_page(
+        self,
+        *,
+        task_id: uuid.UUID | None,
+        status: ExecutionStatus | None,
+        after: PageCursor | None,
+        limit: int,
+    ) -> Sequence[Execution]:
+        """Up to ``limit`` executions, newest first, strictly after ``after``."""
+        ...
+
+    async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:
+        """Decides CANCELLED for an active execution (reported by a worker);
+        ExecutionNotActiveError if it already finished or its outcome is decided."""
+        ...
+
+    async def claim(
+        self, owner: str, limit: int, now: datetime, lease_seconds: float
+    ) -> list[uuid.UUID]:
+        """Takes the lease of up to ``limit`` executions that need a worker."""
+        ...
+
+    async def renew(
+        self, owner: str, ids: Sequence[uuid.UUID], now: datetime, lease_seconds: float
+    ) -> LeaseRenewal:
+        """Extends the leases ``owner`` still holds among ``ids``."""
+        ...
+
+    async def release(self, execution_id: uuid.UUID, owner: str) -> None:
+        """Gives the lease back (a no-op when not held)."""
+        ...
+
+    async def set_status(
+        self, execution_id: uuid.UUID, owner: str, status: ExecutionStatus, now: datetime
+    ) -> Execution:
+        """Fenced status change of an execution still being worked on."""
+        ...
+
+    async def add_attempt(
+        self,
+        execution_id: uuid.UUID,
+        owner: str,
+        attempt: AttemptView,
+        status: ExecutionStatus,
+        now: datetime,
+    ) -> Execution:
+        """Fenced: stores one attempt and the status that follows it."""
+        ...
+
+    async def decide(
+        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+    ) -> Execution:
+        """Fenced: stores the outcome to report (the status stays until it is reported)."""
+        ...
+
+    async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
+        """Fenced: applies the reported outcome (terminal status) and frees the lease."""
+        ...
+
+
+class BidsGateway(Protocol):
+    """BidService as the execution service uses it. Errors are AgentError kinds
+    (TaskNotFoundError, UnavailableError, FailedPreconditionError, ...)."""
+
+    async def get_task(self, task_id: uuid.UUID) -> TaskInfo:
+        """The task; TaskNotFoundError when BidService does not know it."""
+        ...
+
+    async def start_task(self, task_id: uuid.UUID, execution_id: uuid.UUID, event_id: str) -> None:
+        """Task PENDING -> PROCESSING (idempotent on event_id)."""
+        ...
+
+    async def complete_task(
+        self, task_id: uuid.UUID, execution_id: uuid.UUID, event_id: str, result: str
+    ) -> None:
+        """Task PROCESSING -> COMPLETED (idempotent on event_id)."""
+        ...
+
+    async def fail_task(
+        self,
+        task_id: uuid.UUID,
+        execution_id: uuid.UUID,
+        event_id: str,
+        error_type: ErrorType,
+        message: str,
+    ) -> None:
+        """Task PENDING|PROCESSING -> FAILED (idempotent on event_id)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One piece of LLM work, as the attempt loop runs it."""
+
+    prompt: str
+    model: str
+    output_schema: str | None
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """The attempt loop's answer: ``text`` on success, else ``error``."""
+
+    text: str | None
+    model: str
+    error: AgentError | None = None
+    attempts: tuple[AttemptView, ...] = ()
+
+
+AttemptCallback = Callable[[AttemptView, bool], Awaitable[None]]
+"""Called after each attempt with the attempt and whether another one follows."""
+
+
+class JobRunner(Protocol):
+    """Runs the attempt loop (pacing, smart retry) for one job."""
+
+    async def run(
+        self,
+        job: JobSpec,
+        *,
+        previous: Sequence[AttemptView] = (),
+        on_attempt: AttemptCallback | None = None,
+    ) -> JobResult:
+        """Attempts until success or a give-up; numbers continue after ``previous``."""
+        ...

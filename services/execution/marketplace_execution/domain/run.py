@@ -1,0 +1,211 @@
+"""One claimed execution, from StartTask to the reported outcome.
+
+The outcome is written to the database (``decide``) *before* it is reported to
+BidService and the execution turns terminal only *after* (``finish``): a crash in
+between replays the report with the same event_id, and a terminal execution
+always means BidService knows. Every write is fenced on the lease owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from marketplace_common.errors import AgentError, ErrorType
+
+from marketplace_execution.domain.errors import LeaseLostError
+from marketplace_execution.domain.events import EventBus
+from marketplace_execution.domain.models import (
+    AttemptView,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    Outcome,
+)
+from marketplace_execution.domain.ports import BidsGateway, ExecutionStore, JobRunner, JobSpec
+from marketplace_execution.domain.reporting import ReportPolicy, call_until_landed, event_id
+
+_log = structlog.get_logger(__name__)
+
+
+class StopReason(enum.Enum):
+    """Why a running execution's work was interrupted."""
+
+    CANCELLED = "cancelled"  # a caller cancelled it: report and finish
+    LEASE_LOST = "lease_lost"  # another worker owns it now: touch nothing
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every run shares."""
+
+    store: ExecutionStore
+    bids: BidsGateway
+    runner: JobRunner
+    bus: EventBus
+    owner: str
+    now: Callable[[], datetime]
+    report_policy: ReportPolicy
+
+
+class ExecutionRun:
+    """Drives one execution this worker holds the lease of."""
+
+    def __init__(self, ctx: RunContext, execution: Execution) -> None:
+        self._ctx = ctx
+        self._execution = execution
+        self._work: asyncio.Task[Execution] | None = None
+        self.stop_reason: StopReason | None = None
+        # StartTask was refused (the task is not ours to fail): finish without FailTask.
+        self._start_refused = False
+
+    @property
+    def execution_id(self) -> object:
+        return self._execution.execution_id
+
+    def interrupt(self, reason: StopReason) -> None:
+        """Cancels the LLM work in flight (the report of a cancellation still happens)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._work is not None:
+            self._work.cancel()
+
+    async def run(self) -> None:
+        """Works, decides, reports and finishes; returns quietly when the lease is lost."""
+        execution: Execution | None = self._execution
+        if self._execution.outcome is None:
+            execution = await self._work_until_decided()
+        if execution is None:
+            return
+        if not self._start_refused:
+            await self._report(execution)
+        await self._finish(execution)
+
+    async def _work_until_decided(self) -> Execution | None:
+        self._work = asyncio.create_task(self._work_and_decide())
+        try:
+            return await self._work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the pool is stopping this run: not a caller's cancellation
+        except LeaseLostError:
+            pass
+        finally:
+            self._work = None
+        return await self._decided_elsewhere()
+
+    async def _decided_elsewhere(self) -> Execution | None:
+        """After an interruption: the execution if it is still ours and cancelled, else None."""
+        if self.stop_reason is StopReason.LEASE_LOST:
+            return None
+        execution = await self._ctx.store.get(self._execution.execution_id)
+        if execution.lease_owner != self._ctx.owner or execution.outcome is None:
+            _log.info("execution.lease_lost", execution_id=str(execution.execution_id))
+            return None
+        return execution
+
+    async def _work_and_decide(self) -> Execution:
+        ex = self._execution
+        start_error = await call_until_landed(
+            lambda: self._ctx.bids.start_task(
+                ex.task_id, ex.execution_id, event_id(ex.execution_id, "start")
+            ),
+            what="StartTask",
+            execution_id=ex.execution_id,
+            policy=self._ctx.report_policy,
+        )
+        if start_error is not None:
+            self._start_refused = True
+            message = f"the task could not be started: {start_error.message}"
+            return await self._decide(
+                Outcome(ExecutionStatus.FAILED, None, start_error.error_type, message)
+            )
+        if ex.status is not ExecutionStatus.RUNNING:
+            await self._set_status(ExecutionStatus.RUNNING)
+        spec = JobSpec(ex.prompt, ex.model, ex.output_schema, ex.max_attempts)
+        result = await self._ctx.runner.run(
+            spec, previous=self._execution.attempts, on_attempt=self._on_attempt
+        )
+        if result.error is None and result.text is not None:
+            return await self._decide(Outcome(ExecutionStatus.SUCCEEDED, result=result.text))
+        error = result.error or AgentError("the attempt loop returned no answer")
+        return await self._decide(
+            Outcome(ExecutionStatus.FAILED, None, error.error_type, error.message)
+        )
+
+    async def _set_status(self, status: ExecutionStatus) -> None:
+        previous = self._execution.status
+        self._execution = await self._ctx.store.set_status(
+            self._execution.execution_id, self._ctx.owner, status, self._ctx.now()
+        )
+        self._publish_status(previous)
+
+    async def _on_attempt(self, attempt: AttemptView, will_retry: bool) -> None:
+        previous = self._execution.status
+        if previous is ExecutionStatus.RETRY_SCHEDULED:
+            await self._set_status(ExecutionStatus.RUNNING)
+            previous = ExecutionStatus.RUNNING
+        status = ExecutionStatus.RETRY_SCHEDULED if will_retry else ExecutionStatus.RUNNING
+        self._execution = await self._ctx.store.add_attempt(
+            self._execution.execution_id, self._ctx.owner, attempt, status, self._ctx.now()
+        )
+        self._ctx.bus.publish(ExecutionEvent(self._execution, attempt=attempt))
+        self._publish_status(previous)
+
+    def _publish_status(self, previous: ExecutionStatus) -> None:
+        if previous is not self._execution.status:
+            change = (previous, self._execution.status)
+            self._ctx.bus.publish(ExecutionEvent(self._execution, status_change=change))
+
+    async def _decide(self, outcome: Outcome) -> Execution:
+        self._execution = await self._ctx.store.decide(
+            self._execution.execution_id, self._ctx.owner, outcome, self._ctx.now()
+        )
+        return self._execution
+
+    async def _report(self, execution: Execution) -> None:
+        """Tells BidService the outcome (a refusal for good is logged, and the run finishes)."""
+        outcome = execution.outcome
+        if outcome is None:
+            raise AssertionError("report before decide")
+        bids, eid, tid = self._ctx.bids, execution.execution_id, execution.task_id
+        if outcome.status is ExecutionStatus.SUCCEEDED:
+            result = outcome.result or ""
+            error = await call_until_landed(
+                lambda: bids.complete_task(tid, eid, event_id(eid, "complete"), result),
+                what="CompleteTask",
+                execution_id=eid,
+                policy=self._ctx.report_policy,
+            )
+        else:
+            error_type = outcome.error_type or ErrorType.PERMANENT
+            message = outcome.error_message or "execution failed"
+            error = await call_until_landed(
+                lambda: bids.fail_task(tid, eid, event_id(eid, "fail"), error_type, message),
+                what="FailTask",
+                execution_id=eid,
+                policy=self._ctx.report_policy,
+            )
+        if error is not None:
+            _log.warning("execution.report_refused", execution_id=str(eid), reason=error.reason)
+
+    async def _finish(self, execution: Execution) -> None:
+        previous = execution.status
+        self._execution = await self._ctx.store.finish(
+            execution.execution_id, self._ctx.owner, self._ctx.now()
+        )
+        self._publish_status(previous)
+        final = self._execution
+        _log.info(
+            "execution.finished",
+            execution_id=str(final.execution_id),
+            task_id=str(final.task_id),
+            status=final.status.value,
+            attempts=len(final.attempts),
+            error_type=None if final.error_type is None else final.error_type.value,
+        )

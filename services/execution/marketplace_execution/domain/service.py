@@ -1,0 +1,211 @@
+"""The ExecutionService use cases, independent of gRPC and of the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from marketplace_execution.domain.errors import (
+    IdempotencyKeyReusedError,
+    TaskNotPendingError,
+)
+from marketplace_execution.domain.events import EventBus
+from marketplace_execution.domain.models import (
+    Execution,
+    ExecutionEvent,
+    NewExecution,
+)
+from marketplace_execution.domain.paging import (
+    PageCursor,
+    decode_token,
+    encode_token,
+    filter_digest,
+)
+from marketplace_execution.domain.ports import (
+    BidsGateway,
+    ExecutionStore,
+    JobResult,
+    JobRunner,
+    JobSpec,
+)
+from marketplace_execution.domain.requests import CompleteRequest, ListRequest, SubmitRequest
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Defaults and timings of the use cases."""
+
+    default_model: str
+    watch_poll_seconds: float = 1.0
+    cancel_wait_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of ListExecutions."""
+
+    executions: list[Execution]
+    next_page_token: str
+
+
+class ExecutionService:
+    """Submit, read, watch, cancel and run LLM work.
+
+    ``wake`` asks the worker pool to claim now; ``cancel_local`` interrupts a
+    run this process holds (both are no-ops in a process without workers).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ExecutionStore,
+        bids: BidsGateway,
+        runner: JobRunner,
+        bus: EventBus,
+        config: ServiceConfig,
+        now: Callable[[], datetime],
+        wake: Callable[[], None] = lambda: None,
+        cancel_local: Callable[[uuid.UUID], object] = lambda _id: None,
+    ) -> None:
+        self._store = store
+        self._bids = bids
+        self._runner = runner
+        self._bus = bus
+        self._config = config
+        self._now = now
+        self._wake = wake
+        self._cancel_local = cancel_local
+
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Checks the task with BidService and stores the execution QUEUED (idempotent)."""
+        fingerprint = request.fingerprint()
+        existing = await self._store.find_by_request_id(request.request_id)
+        if existing is not None:
+            execution, stored = existing
+            if stored != fingerprint:
+                raise IdempotencyKeyReusedError(request.request_id)
+            return execution
+        task = await self._bids.get_task(request.task_id)
+        if task.status != "PENDING":
+            raise TaskNotPendingError(task.task_id, task.status)
+        prompt = request.prompt or f"{task.title}\n\n{task.description}".strip()
+        execution = await self._store.create(
+            NewExecution(
+                execution_id=uuid.uuid4(),
+                task_id=request.task_id,
+                request_id=request.request_id,
+                request_fingerprint=fingerprint,
+                prompt=prompt,
+                model=request.model or self._config.default_model,
+                output_schema=request.output_schema,
+                max_attempts=request.attempts_budget,
+                created_at=self._now(),
+            )
+        )
+        _log.info(
+            "execution.submitted",
+            execution_id=str(execution.execution_id),
+            task_id=str(execution.task_id),
+        )
+        self._wake()
+        return execution
+
+    async def get(self, execution_id: uuid.UUID) -> Execution:
+        """One execution with its attempts."""
+        return await self._store.get(execution_id)
+
+    async def list(self, request: ListRequest) -> Page:
+        """A page of executions, newest first (AIP-158 keyset pagination)."""
+        filters = filter_digest(request.task_id, request.status)
+        after = decode_token(request.page_token, filters)
+        rows = list(
+            await self._store.list_page(
+                task_id=request.task_id,
+                status=request.status,
+                after=after,
+                limit=request.limit + 1,
+            )
+        )
+        token = ""
+        if len(rows) > request.limit:
+            rows = rows[: request.limit]
+            last = rows[-1]
+            token = encode_token(PageCursor(last.created_at, last.execution_id), filters)
+        return Page(rows, token)
+
+    async def cancel(self, execution_id: uuid.UUID) -> Execution:
+        """Decides CANCELLED, interrupts the run, and waits a little for the task to be failed.
+
+        Returns the execution as it is then: CANCELLED, or still active with
+        the cancellation pending when BidService is slow to answer.
+        """
+        with self._bus.subscribe(execution_id) as events:
+            execution = await self._store.request_cancel(execution_id, self._now())
+            _log.info("execution.cancel_requested", execution_id=str(execution_id))
+            self._cancel_local(execution_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.cancel_wait_seconds):
+                    while not execution.terminal:
+                        execution = await self._next_state(execution_id, events)
+        return execution
+
+    async def _next_state(
+        self, execution_id: uuid.UUID, events: asyncio.Queue[ExecutionEvent]
+    ) -> Execution:
+        try:
+            async with asyncio.timeout(self._config.watch_poll_seconds):
+                return (await events.get()).execution
+        except TimeoutError:
+            return await self._store.get(execution_id)
+
+    async def watch(self, execution_id: uuid.UUID) -> AsyncIterator[ExecutionEvent]:
+        """The current state, then each attempt and status change, until a terminal state.
+
+        Events of this process arrive at once; changes made by another replica
+        are found by polling every ``watch_poll_seconds``.
+        """
+        with self._bus.subscribe(execution_id) as events:
+            current = await self._store.get(execution_id)
+            yield ExecutionEvent(current, status_change=(None, current.status))
+            seen_status, seen_attempts = current.status, len(current.attempts)
+            while not seen_status.terminal:
+                try:
+                    async with asyncio.timeout(self._config.watch_poll_seconds):
+                        news = [await events.get()]
+                except TimeoutError:
+                    news = _diff(await self._store.get(execution_id), seen_status, seen_attempts)
+                for event in news:
+                    if event.attempt is not None and event.attempt.number > seen_attempts:
+                        seen_attempts = event.attempt.number
+                        yield event
+                    elif event.status_change is not None and event.execution.status != seen_status:
+                        yield ExecutionEvent(
+                            event.execution, status_change=(seen_status, event.execution.status)
+                        )
+                        seen_status = event.execution.status
+
+    async def complete(self, request: CompleteRequest) -> JobResult:
+        """Runs the attempt loop now and returns its result (errors are in ``error``)."""
+        spec = JobSpec(
+            prompt=request.prompt,
+            model=request.model or self._config.default_model,
+            output_schema=request.output_schema,
+            max_attempts=request.attempts_budget,
+        )
+        return await self._runner.run(spec)
+
+
+def _diff(execution: Execution, status: object, attempts: int) -> list[ExecutionEvent]:
+    """The events that lead from what a watcher saw to ``execution`` (found by polling)."""
+    news = [ExecutionEvent(execution, attempt=a) for a in execution.attempts if a.number > attempts]
+    if execution.status != status:
+        news.append(ExecutionEvent(execution, status_change=(None, execution.status)))
+    return news

@@ -1,0 +1,206 @@
+"""The worker pool: claims executions durably and runs them, N at a time per process.
+
+* Claiming polls every ``poll_seconds`` and is woken at once by ``wake()`` (a new
+  submission or a cancellation in this process).
+* One heartbeat loop extends the leases of every execution this pool runs, every
+  ``heartbeat_seconds``; it also notices executions cancelled through another
+  replica (``cancel_requested``) and leases lost to another worker.
+* An execution whose worker died keeps its lease until ``lease_seconds`` pass,
+  then any replica claims it and resumes (attempt numbers continue, StartTask and
+  the report replay with the same event_ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from marketplace_common.errors import AgentError
+
+from marketplace_execution.domain.errors import LeaseLostError
+from marketplace_execution.domain.run import ExecutionRun, RunContext, StopReason
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Pool sizing and lease timing (seconds)."""
+
+    concurrency: int = 16
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    poll_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 0 < self.heartbeat_seconds < self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be positive and below lease_seconds")
+        if self.poll_seconds <= 0:
+            raise ValueError("poll_seconds must be positive")
+
+
+def new_owner_id() -> str:
+    """A lease owner name unique to this pool: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class WorkerPool:
+    """Claims and runs executions until stopped."""
+
+    def __init__(self, ctx: RunContext, config: WorkerConfig) -> None:
+        self._ctx = ctx
+        self._config = config
+        self._runs: dict[uuid.UUID, tuple[ExecutionRun | None, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def owner(self) -> str:
+        """This pool's lease owner name."""
+        return self._ctx.owner
+
+    @property
+    def running(self) -> frozenset[uuid.UUID]:
+        """The executions this pool is working on now."""
+        return frozenset(self._runs)
+
+    def start(self) -> None:
+        """Starts the claim and heartbeat loops."""
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="execution-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="execution-heartbeat"),
+        ]
+        _log.info("worker_pool.started", owner=self.owner, concurrency=self._config.concurrency)
+
+    def wake(self) -> None:
+        """Claim now rather than at the next poll."""
+        self._wake.set()
+
+    def cancel_local(self, execution_id: uuid.UUID) -> bool:
+        """Interrupts the execution if this pool runs it (True), else wakes the claimer."""
+        entry = self._runs.get(execution_id)
+        if entry is None or entry[0] is None:
+            self.wake()
+            return False
+        entry[0].interrupt(StopReason.CANCELLED)
+        return True
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming, lets running executions finish for ``grace`` seconds, then
+        interrupts the rest and gives their leases back for another replica to resume."""
+        self._stopping = True
+        self._wake.set()
+        tasks = [task for _, task in self._runs.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        _log.info("worker_pool.stopped", owner=self.owner)
+
+    # --- loops ------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            claimed = await self._claim_once()
+            if claimed and len(self._runs) < self._config.concurrency:
+                continue  # there may be more waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.poll_seconds)
+
+    async def _claim_once(self) -> int:
+        free = self._config.concurrency - len(self._runs)
+        if free <= 0:
+            return 0
+        try:
+            ids = await self._ctx.store.claim(
+                self.owner, free, self._ctx.now(), self._config.lease_seconds
+            )
+        except AgentError as exc:
+            _log.warning("worker_pool.claim_failed", reason=exc.reason, message=exc.message)
+            return 0
+        for execution_id in ids:
+            self._spawn(execution_id)
+        return len(ids)
+
+    def _spawn(self, execution_id: uuid.UUID) -> None:
+        task = asyncio.create_task(self._process(execution_id), name=f"execution-{execution_id}")
+        self._runs[execution_id] = (None, task)
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._done(execution_id)
+
+        task.add_done_callback(done)
+
+    def _done(self, execution_id: uuid.UUID) -> None:
+        self._runs.pop(execution_id, None)
+        if not self._stopping:
+            self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.heartbeat_seconds)
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
+        ids = list(self._runs)
+        if not ids:
+            return
+        try:
+            renewal = await self._ctx.store.renew(
+                self.owner, ids, self._ctx.now(), self._config.lease_seconds
+            )
+        except AgentError as exc:
+            _log.warning("worker_pool.heartbeat_failed", reason=exc.reason, message=exc.message)
+            return
+        for execution_id in ids:
+            run = self._runs.get(execution_id, (None, None))[0]
+            if run is None:
+                continue
+            if execution_id not in renewal.held:
+                run.interrupt(StopReason.LEASE_LOST)
+            elif execution_id in renewal.cancel_requested:
+                run.interrupt(StopReason.CANCELLED)
+
+    # --- one execution ----------------------------------------------------
+
+    async def _process(self, execution_id: uuid.UUID) -> None:
+        log = _log.bind(execution_id=str(execution_id), owner=self.owner)
+        try:
+            execution = await self._ctx.store.get(execution_id)
+            run = ExecutionRun(self._ctx, execution)
+            self._runs[execution_id] = (run, self._runs[execution_id][1])
+            if execution.cancel_requested:
+                run.interrupt(StopReason.CANCELLED)
+            await run.run()
+        except asyncio.CancelledError:
+            log.info("execution.released", reason="worker stopping")
+            await asyncio.shield(self._release(execution_id))
+            raise
+        except LeaseLostError:
+            log.info("execution.lease_lost")
+        except AgentError as exc:
+            # The database failed us. The lease is not renewed any more, so it
+            # expires and this or another replica resumes from the stored state
+            # after lease_seconds (a natural backoff; releasing now would spin).
+            log.warning("execution.run_failed", reason=exc.reason, message=exc.message)
+        except Exception:
+            log.exception("execution.run_crashed")
+
+    async def _release(self, execution_id: uuid.UUID) -> None:
+        try:
+            await self._ctx.store.release(execution_id, self.owner)
+        except AgentError as exc:
+            _log.warning("execution.release_failed", reason=exc.reason, message=exc.message)

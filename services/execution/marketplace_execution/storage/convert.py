@@ -1,0 +1,90 @@
+"""Rows to domain values and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from marketplace_common.errors import ErrorType
+
+from marketplace_execution.domain.models import (
+    AttemptView,
+    Execution,
+    ExecutionStatus,
+    NewExecution,
+)
+from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
+
+
+def _error_type(value: str | None) -> ErrorType | None:
+    return None if value is None else ErrorType(value)
+
+
+def attempt_view(row: AttemptRow) -> AttemptView:
+    return AttemptView(
+        number=row.number,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error_type=_error_type(row.error_type),
+        code=row.code,
+        message=row.message,
+        retry_delay=row.retry_delay,
+        delay_source=row.delay_source,
+        pacing_delay=row.pacing_delay,
+    )
+
+
+def execution_view(row: ExecutionRow, attempts: Sequence[AttemptRow] = ()) -> Execution:
+    return Execution(
+        execution_id=row.execution_id,
+        task_id=row.task_id,
+        request_id=row.request_id,
+        status=ExecutionStatus(row.status),
+        prompt=row.prompt,
+        model=row.model,
+        output_schema=row.output_schema,
+        max_attempts=row.max_attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        result=row.result,
+        error_type=_error_type(row.error_type),
+        error_message=row.error_message,
+        pending_outcome=None
+        if row.pending_outcome is None
+        else ExecutionStatus(row.pending_outcome),
+        cancel_requested=row.cancel_requested,
+        lease_owner=row.lease_owner,
+        attempts=tuple(attempt_view(a) for a in attempts),
+    )
+
+
+def new_row(new: NewExecution) -> ExecutionRow:
+    return ExecutionRow(
+        execution_id=new.execution_id,
+        task_id=new.task_id,
+        request_id=new.request_id,
+        request_fingerprint=new.request_fingerprint,
+        prompt=new.prompt,
+        model=new.model,
+        output_schema=new.output_schema,
+        max_attempts=new.max_attempts,
+        status=ExecutionStatus.QUEUED.value,
+        cancel_requested=False,
+        lease_expires_at=new.created_at,
+        created_at=new.created_at,
+        updated_at=new.created_at,
+    )
+
+
+def attempt_row(execution_id: object, attempt: AttemptView) -> AttemptRow:
+    return AttemptRow(
+        execution_id=execution_id,
+        number=attempt.number,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        error_type=None if attempt.error_type is None else attempt.error_type.value,
+        code=attempt.code[:100],
+        message=attempt.message,
+        retry_delay=attempt.retry_delay,
+        delay_source=attempt.delay_source,
+        pacing_delay=attempt.pacing_delay,
+    )

@@ -1,0 +1,295 @@
+"""SqlExecutionStore: the ExecutionStore Protocol on SQLAlchemy (PostgreSQL or SQLite).
+
+Every method is one transaction (``run_transaction``: conflicts retried, outages
+mapped to UnavailableError). Worker writes are *fenced*: the UPDATE names the
+lease owner in its WHERE clause, so a worker whose lease was taken over (or whose
+execution was cancelled) changes nothing and gets LeaseLostError.
+
+Claiming: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` picks rows no other
+replica is claiming right now, and the lease is set in the same transaction. On
+SQLite the write transaction starts with ``BEGIN IMMEDIATE`` (the kit's
+write_transaction), which holds the database's single write lock from the first
+statement, so the same select-then-update cannot interleave with another
+claimer; the UPDATE repeats the "lease expired" condition anyway.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from marketplace_common.db import run_transaction
+from marketplace_common.errors import ErrorType
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from marketplace_execution.domain.errors import (
+    ExecutionAlreadyActiveError,
+    ExecutionNotActiveError,
+    ExecutionNotFoundError,
+    IdempotencyKeyReusedError,
+    LeaseLostError,
+)
+from marketplace_execution.domain.models import (
+    ACTIVE_STATUSES,
+    CANCELLED_MESSAGE,
+    AttemptView,
+    Execution,
+    ExecutionStatus,
+    NewExecution,
+    Outcome,
+)
+from marketplace_execution.domain.paging import PageCursor
+from marketplace_execution.domain.ports import LeaseRenewal
+from marketplace_execution.storage.convert import attempt_row, execution_view, new_row
+from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
+
+_ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
+E = ExecutionRow
+
+
+async def _load(session: AsyncSession, execution_id: uuid.UUID) -> Execution:
+    row = await session.get(E, execution_id, populate_existing=True)
+    if row is None:
+        raise ExecutionNotFoundError(execution_id)
+    attempts = await session.scalars(
+        select(AttemptRow)
+        .where(AttemptRow.execution_id == execution_id)
+        .order_by(AttemptRow.number)
+    )
+    return execution_view(row, list(attempts))
+
+
+class SqlExecutionStore:
+    """ExecutionStore on one engine's sessionmaker."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    # --- reads ----------------------------------------------------------
+
+    async def get(self, execution_id: uuid.UUID) -> Execution:
+        return await run_transaction(
+            self._sessionmaker, lambda s: _load(s, execution_id), write=False
+        )
+
+    async def find_by_request_id(self, request_id: uuid.UUID) -> tuple[Execution, str] | None:
+        async def fn(session: AsyncSession) -> tuple[Execution, str] | None:
+            row = await session.scalar(select(E).where(E.request_id == request_id))
+            if row is None:
+                return None
+            return await _load(session, row.execution_id), row.request_fingerprint
+
+        return await run_transaction(self._sessionmaker, fn, write=False)
+
+    async def list_page(
+        self,
+        *,
+        task_id: uuid.UUID | None,
+        status: ExecutionStatus | None,
+        after: PageCursor | None,
+        limit: int,
+    ) -> Sequence[Execution]:
+        query = select(E).order_by(E.created_at.desc(), E.execution_id.desc()).limit(limit)
+        if task_id is not None:
+            query = query.where(E.task_id == task_id)
+        if status is not None:
+            query = query.where(E.status == status.value)
+        if after is not None:
+            query = query.where(
+                or_(
+                    E.created_at < after.created_at,
+                    and_(E.created_at == after.created_at, E.execution_id < after.execution_id),
+                )
+            )
+
+        async def fn(session: AsyncSession) -> list[Execution]:
+            rows = list(await session.scalars(query))
+            ids = [r.execution_id for r in rows]
+            attempts: dict[uuid.UUID, list[AttemptRow]] = {i: [] for i in ids}
+            if ids:
+                found = await session.scalars(
+                    select(AttemptRow)
+                    .where(AttemptRow.execution_id.in_(ids))
+                    .order_by(AttemptRow.execution_id, AttemptRow.number)
+                )
+                for attempt in found:
+                    attempts[attempt.execution_id].append(attempt)
+            return [execution_view(r, attempts[r.execution_id]) for r in rows]
+
+        return await run_transaction(self._sessionmaker, fn, write=False)
+
+    # --- client writes --------------------------------------------------
+
+    async def create(self, new: NewExecution) -> Execution:
+        async def fn(session: AsyncSession) -> Execution:
+            session.add(new_row(new))
+            await session.flush()
+            return await _load(session, new.execution_id)
+
+        try:
+            return await run_transaction(self._sessionmaker, fn)
+        except IntegrityError:
+            existing = await self.find_by_request_id(new.request_id)
+            if existing is None:
+                raise ExecutionAlreadyActiveError(new.task_id) from None
+            execution, fingerprint = existing
+            if fingerprint != new.request_fingerprint:
+                raise IdempotencyKeyReusedError(new.request_id) from None
+            return execution
+
+    async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:
+        async def fn(session: AsyncSession) -> Execution:
+            row = await session.scalar(
+                select(E).where(E.execution_id == execution_id).with_for_update()
+            )
+            if row is None:
+                raise ExecutionNotFoundError(execution_id)
+            if row.pending_outcome == ExecutionStatus.CANCELLED.value:
+                return await _load(session, execution_id)
+            if row.status not in _ACTIVE or row.pending_outcome is not None:
+                raise ExecutionNotActiveError(execution_id, row.pending_outcome or row.status)
+            row.pending_outcome = ExecutionStatus.CANCELLED.value
+            row.cancel_requested = True
+            row.error_type = ErrorType.PERMANENT.value
+            row.error_message = CANCELLED_MESSAGE
+            row.updated_at = now
+            await session.flush()
+            return await _load(session, execution_id)
+
+        return await run_transaction(self._sessionmaker, fn)
+
+    # --- worker writes --------------------------------------------------
+
+    async def claim(
+        self, owner: str, limit: int, now: datetime, lease_seconds: float
+    ) -> list[uuid.UUID]:
+        claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
+
+        async def fn(session: AsyncSession) -> list[uuid.UUID]:
+            ids = list(
+                await session.scalars(
+                    select(E.execution_id)
+                    .where(claimable)
+                    .order_by(E.lease_expires_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            await session.execute(
+                update(E)
+                .where(E.execution_id.in_(ids), claimable)
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    heartbeat_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return ids
+
+        return await run_transaction(self._sessionmaker, fn)
+
+    async def renew(
+        self, owner: str, ids: Sequence[uuid.UUID], now: datetime, lease_seconds: float
+    ) -> LeaseRenewal:
+        async def fn(session: AsyncSession) -> LeaseRenewal:
+            mine = and_(E.execution_id.in_(list(ids)), E.lease_owner == owner)
+            await session.execute(
+                update(E)
+                .where(mine)
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            held = (
+                await session.execute(select(E.execution_id, E.cancel_requested).where(mine))
+            ).all()
+            return LeaseRenewal(
+                held=frozenset(r[0] for r in held),
+                cancel_requested=frozenset(r[0] for r in held if r[1]),
+            )
+
+        if not ids:
+            return LeaseRenewal(frozenset(), frozenset())
+        return await run_transaction(self._sessionmaker, fn)
+
+    async def release(self, execution_id: uuid.UUID, owner: str) -> None:
+        async def fn(session: AsyncSession) -> None:
+            await session.execute(
+                update(E)
+                .where(E.execution_id == execution_id, E.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=E.created_at)
+                .execution_options(synchronize_session=False)
+            )
+
+        await run_transaction(self._sessionmaker, fn)
+
+    async def _fenced(
+        self,
+        execution_id: uuid.UUID,
+        owner: str,
+        values: Mapping[str, object],
+        *,
+        deciding: bool = True,
+        attempt: AttemptView | None = None,
+    ) -> Execution:
+        """One fenced UPDATE (plus an attempt row) or LeaseLostError."""
+        fence = [E.execution_id == execution_id, E.lease_owner == owner, E.status.in_(_ACTIVE)]
+        fence.append(E.pending_outcome.is_(None) if deciding else E.pending_outcome.is_not(None))
+
+        async def fn(session: AsyncSession) -> Execution:
+            result = await session.execute(
+                update(E)
+                .where(*fence)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise LeaseLostError(execution_id, owner)
+            if attempt is not None:
+                session.add(attempt_row(execution_id, attempt))
+                await session.flush()
+            return await _load(session, execution_id)
+
+        return await run_transaction(self._sessionmaker, fn)
+
+    async def set_status(
+        self, execution_id: uuid.UUID, owner: str, status: ExecutionStatus, now: datetime
+    ) -> Execution:
+        return await self._fenced(execution_id, owner, {"status": status.value, "updated_at": now})
+
+    async def add_attempt(
+        self,
+        execution_id: uuid.UUID,
+        owner: str,
+        attempt: AttemptView,
+        status: ExecutionStatus,
+        now: datetime,
+    ) -> Execution:
+        values = {"status": status.value, "updated_at": now}
+        return await self._fenced(execution_id, owner, values, attempt=attempt)
+
+    async def decide(
+        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+    ) -> Execution:
+        values = {
+            "pending_outcome": outcome.status.value,
+            "result": outcome.result,
+            "error_type": None if outcome.error_type is None else outcome.error_type.value,
+            "error_message": outcome.error_message,
+            "updated_at": now,
+        }
+        return await self._fenced(execution_id, owner, values)
+
+    async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
+        values = {
+            "status": E.pending_outcome,
+            "lease_owner": None,
+            "lease_expires_at": now,
+            "updated_at": now,
+        }
+        return await self._fenced(execution_id, owner, values, deciding=False)

@@ -1,0 +1,152 @@
+"""SQLAlchemy 2 models of the execution service's database (migrations/ must agree)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUS_VALUES = ("QUEUED", "RUNNING", "RETRY_SCHEDULED", "SUCCEEDED", "FAILED", "CANCELLED")
+ERROR_TYPE_VALUES = ("TRANSIENT", "PERMANENT", "FATAL", "LLM_FIXABLE")
+ACTIVE_SQL = "status IN ('QUEUED', 'RUNNING', 'RETRY_SCHEDULED')"
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time-zone aware UTC timestamp on both backends (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ExecutionRow(Base):
+    __tablename__ = "executions"
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
+    request_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    output_schema: Mapped[str | None] = mapped_column(Text)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The decided terminal status, set before the outcome is reported to BidService;
+    # `status` takes it once the report went through (a transactional outbox).
+    pending_outcome: Mapped[str | None] = mapped_column(String(20))
+    result: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(20))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    # Never NULL: a free lease is one that expired (created_at, or the release time),
+    # so claiming is one range scan of the partial index below.
+    lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUS_VALUES), name="status"),
+        CheckConstraint(
+            f"pending_outcome IS NULL OR {_in('pending_outcome', STATUS_VALUES[3:])}",
+            name="pending_outcome",
+        ),
+        CheckConstraint(
+            f"error_type IS NULL OR {_in('error_type', ERROR_TYPE_VALUES)}", name="error_type"
+        ),
+        CheckConstraint("max_attempts BETWEEN 1 AND 10", name="max_attempts"),
+        # ListExecutions: newest first, optionally by task and/or status.
+        Index("ix_executions_created", "created_at", "execution_id"),
+        Index("ix_executions_task_created", "task_id", "created_at", "execution_id"),
+        Index("ix_executions_status_created", "status", "created_at", "execution_id"),
+        # Claiming: active rows whose lease expired, oldest first.
+        Index(
+            "ix_executions_claim",
+            "lease_expires_at",
+            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
+        ),
+        # At most one active execution per task.
+        Index(
+            "uq_executions_active_task",
+            "task_id",
+            unique=True,
+            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
+        ),
+    )
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("executions.execution_id", ondelete="CASCADE"), nullable=False
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    error_type: Mapped[str | None] = mapped_column(String(20))
+    code: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    retry_delay: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    delay_source: Mapped[str] = mapped_column(String(30), nullable=False, default="NONE")
+    pacing_delay: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+
+    __table_args__ = (
+        UniqueConstraint("execution_id", "number", name="uq_attempts_execution_number"),
+        CheckConstraint("number >= 1", name="number"),
+    )
