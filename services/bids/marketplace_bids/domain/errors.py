@@ -35,7 +35,7 @@ class TaskNotFoundError(NotFoundError):
     default_reason = "TASK_NOT_FOUND"
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id} not found", metadata={"task_id": task_id})
+        super().__init__(f"task {task_id} not found", metadata={"taskId": task_id})
         self.task_id = task_id
 
 
@@ -45,7 +45,7 @@ class BidNotFoundError(NotFoundError):
     default_reason = "BID_NOT_FOUND"
 
     def __init__(self, bid_id: str) -> None:
-        super().__init__(f"bid {bid_id} not found", metadata={"bid_id": bid_id})
+        super().__init__(f"bid {bid_id} not found", metadata={"bidId": bid_id})
         self.bid_id = bid_id
 
 
@@ -66,7 +66,7 @@ class BidAlreadyActiveError(AlreadyExistsError):
     def __init__(self, marketplace: str, job_id: str, agent_id: str) -> None:
         super().__init__(
             f"agent {agent_id} already has a pending bid on {marketplace}/{job_id}",
-            metadata={"marketplace": marketplace, "job_id": job_id, "agent_id": agent_id},
+            metadata={"marketplace": marketplace, "jobId": job_id, "agentId": agent_id},
         )
         self.marketplace = marketplace
         self.job_id = job_id
@@ -85,7 +85,7 @@ class InvalidTransitionError(FailedPreconditionError):
         super().__init__(
             f"{entity} {entity_id} is {current}; cannot move it to {target}",
             reason=reason,
-            metadata={f"{entity}_id": entity_id, "status": current, "target_status": target},
+            metadata={f"{entity}Id": entity_id, "status": current, "targetStatus": target},
         )
         self.entity = entity
         self.entity_id = entity_id
@@ -101,7 +101,7 @@ class ExecutionMismatchError(FailedPreconditionError):
     def __init__(self, task_id: str, expected: str, got: str) -> None:
         super().__init__(
             f"task {task_id} is being executed by {expected}, not {got}",
-            metadata={"task_id": task_id, "execution_id": expected},
+            metadata={"taskId": task_id, "executionId": expected},
         )
         self.task_id = task_id
         self.expected_execution_id = expected
@@ -116,7 +116,7 @@ class TaskNotCompletedError(FailedPreconditionError):
     def __init__(self, task_id: str, status: str) -> None:
         super().__init__(
             f"task {task_id} is {status}; only a COMPLETED task can be delivered",
-            metadata={"task_id": task_id, "status": status},
+            metadata={"taskId": task_id, "status": status},
         )
         self.task_id = task_id
         self.status = status

@@ -101,6 +101,64 @@ def _event(row: BidEventRow) -> BidEvent:
     )
 
 
+def task_list_statement(filters: TaskFilter, after: Keyset | None, limit: int) -> Select[Any]:
+    """ListTasks' query: newest first, keyset after ``after`` (EXPLAIN tests use it too)."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.client_email is not None:
+        conditions.append(TaskRow.client_email == filters.client_email)
+    if filters.status is not None:
+        conditions.append(TaskRow.status == filters.status.value)
+    if filters.created_after is not None:
+        conditions.append(TaskRow.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(TaskRow.created_at < filters.created_before)
+    keyset = _after(TaskRow.created_at, TaskRow.task_id, after, newest_first=True)
+    if keyset is not None:
+        conditions.append(keyset)
+    return (
+        select(TaskRow)
+        .where(*conditions)
+        .order_by(TaskRow.created_at.desc(), TaskRow.task_id.desc())
+        .limit(limit)
+    )
+
+
+def bid_list_statement(filters: BidFilter, after: Keyset | None, limit: int) -> Select[Any]:
+    """ListBids' query: newest first, keyset after ``after``."""
+    conditions: list[ColumnElement[bool]] = []
+    for column, value in (
+        (BidRow.marketplace, filters.marketplace),
+        (BidRow.job_id, filters.job_id),
+        (BidRow.agent_id, filters.agent_id),
+        (BidRow.status, filters.status.value if filters.status else None),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    keyset = _after(BidRow.created_at, BidRow.bid_id, after, newest_first=True)
+    if keyset is not None:
+        conditions.append(keyset)
+    return (
+        select(BidRow)
+        .where(*conditions)
+        .order_by(BidRow.created_at.desc(), BidRow.bid_id.desc())
+        .limit(limit)
+    )
+
+
+def bid_event_list_statement(bid_id: str, after: Keyset | None, limit: int) -> Select[Any]:
+    """ListBidEvents' query: oldest first, keyset after ``after``."""
+    conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bid_id]
+    keyset = _after(BidEventRow.created_at, BidEventRow.event_id, after, newest_first=False)
+    if keyset is not None:
+        conditions.append(keyset)
+    return (
+        select(BidEventRow)
+        .where(*conditions)
+        .order_by(BidEventRow.created_at, BidEventRow.event_id)
+        .limit(limit)
+    )
+
+
 class SqlTaskRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
@@ -145,24 +203,7 @@ class SqlTaskRepository:
         )
 
     async def list(self, filters: TaskFilter, after: Keyset | None, limit: int) -> list[Task]:
-        conditions: list[ColumnElement[bool]] = []
-        if filters.client_email is not None:
-            conditions.append(TaskRow.client_email == filters.client_email)
-        if filters.status is not None:
-            conditions.append(TaskRow.status == filters.status.value)
-        if filters.created_after is not None:
-            conditions.append(TaskRow.created_at >= filters.created_after)
-        if filters.created_before is not None:
-            conditions.append(TaskRow.created_at < filters.created_before)
-        keyset = _after(TaskRow.created_at, TaskRow.task_id, after, newest_first=True)
-        if keyset is not None:
-            conditions.append(keyset)
-        stmt = (
-            select(TaskRow)
-            .where(*conditions)
-            .order_by(TaskRow.created_at.desc(), TaskRow.task_id.desc())
-            .limit(limit)
-        )
+        stmt = task_list_statement(filters, after, limit)
         return [_task(r) for r in (await self._s.execute(stmt)).scalars()]
 
 
@@ -211,24 +252,7 @@ class SqlBidRepository:
         )
 
     async def list(self, filters: BidFilter, after: Keyset | None, limit: int) -> list[Bid]:
-        conditions: list[ColumnElement[bool]] = []
-        for column, value in (
-            (BidRow.marketplace, filters.marketplace),
-            (BidRow.job_id, filters.job_id),
-            (BidRow.agent_id, filters.agent_id),
-            (BidRow.status, filters.status.value if filters.status else None),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        keyset = _after(BidRow.created_at, BidRow.bid_id, after, newest_first=True)
-        if keyset is not None:
-            conditions.append(keyset)
-        stmt = (
-            select(BidRow)
-            .where(*conditions)
-            .order_by(BidRow.created_at.desc(), BidRow.bid_id.desc())
-            .limit(limit)
-        )
+        stmt = bid_list_statement(filters, after, limit)
         return [_bid(r) for r in (await self._s.execute(stmt)).scalars()]
 
 
@@ -251,16 +275,7 @@ class SqlBidEventRepository:
         await self._s.flush()
 
     async def list(self, bid_id: str, after: Keyset | None, limit: int) -> list[BidEvent]:
-        conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bid_id]
-        keyset = _after(BidEventRow.created_at, BidEventRow.event_id, after, newest_first=False)
-        if keyset is not None:
-            conditions.append(keyset)
-        stmt = (
-            select(BidEventRow)
-            .where(*conditions)
-            .order_by(BidEventRow.created_at, BidEventRow.event_id)
-            .limit(limit)
-        )
+        stmt = bid_event_list_statement(bid_id, after, limit)
         return [_event(r) for r in (await self._s.execute(stmt)).scalars()]
 
 

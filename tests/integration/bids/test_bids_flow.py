@@ -1,0 +1,57 @@
+"""The whole bid-to-delivery path over real gRPC, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from bids_support import AGENT, ALICE, accept_request, new_id, place_bid_request
+from conftest import Harness
+from google.protobuf.duration_pb2 import Duration
+from marketplace.bids.v1 import bids_pb2
+from marketplace.common.v1 import common_pb2
+
+
+async def test_bid_to_delivery_path(bids: Harness) -> None:
+    agent, alice, service = bids.as_("agent"), bids.as_("alice"), bids.as_("service")
+
+    placed = (await agent.PlaceBid(place_bid_request())).bid
+    assert placed.status == bids_pb2.BID_STATUS_PENDING
+    assert placed.agent_id == AGENT
+
+    accepted = await alice.AcceptBid(accept_request(placed.bid_id))
+    assert accepted.bid.status == bids_pb2.BID_STATUS_ACCEPTED
+    assert accepted.event.previous_status == bids_pb2.BID_STATUS_PENDING
+    assert accepted.event.new_status == bids_pb2.BID_STATUS_ACCEPTED
+    task = accepted.task
+    assert task.bid_id == placed.bid_id
+    assert task.budget == placed.amount
+    assert task.client_email == ALICE
+    assert task.status == bids_pb2.TASK_STATUS_PENDING
+
+    execution_id = new_id()
+    started = await service.StartTask(
+        bids_pb2.StartTaskRequest(
+            task_id=task.task_id, execution_id=execution_id, event_id=new_id()
+        )
+    )
+    assert started.task.status == bids_pb2.TASK_STATUS_PROCESSING
+    completed = await service.CompleteTask(
+        bids_pb2.CompleteTaskRequest(
+            task_id=task.task_id, execution_id=execution_id, event_id=new_id(), result="done!"
+        )
+    )
+    assert completed.task.status == bids_pb2.TASK_STATUS_COMPLETED
+    assert completed.task.error_type == common_pb2.ERROR_TYPE_UNSPECIFIED
+
+    issued = await alice.CreateDeliveryToken(
+        bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id, ttl=Duration(seconds=600))
+    )
+    assert len(issued.token) >= 43  # 256 bits, URL-safe base64
+
+    delivery = (await agent.GetDelivery(bids_pb2.GetDeliveryRequest(token=issued.token))).delivery
+    assert delivery.task_id == task.task_id
+    assert delivery.client_email == ALICE
+    assert delivery.result == "done!"
+    assert delivery.amount == placed.amount
+    assert delivery.delivered_at == completed.task.updated_at
+
+    events = await alice.ListBidEvents(bids_pb2.ListBidEventsRequest(bid_id=placed.bid_id))
+    assert [e.event_id for e in events.events] == [accepted.event.event_id]
