@@ -97,6 +97,19 @@ async def test_read_transaction_is_read_only(sessions: async_sessionmaker[AsyncS
     assert getattr(caught.value.orig, "sqlstate", None) == "25006"
 
 
+async def test_read_only_does_not_stick_to_the_pooled_connection(pg_url: str) -> None:
+    eng = create_engine(pg_url, pool_size=1, max_overflow=0)
+    sessions = make_sessionmaker(eng)
+    try:
+        async with read_transaction(sessions) as session:
+            assert await session.scalar(text("SHOW transaction_read_only")) == "on"
+        async with write_transaction(sessions) as session:
+            assert await session.scalar(text("SHOW transaction_read_only")) == "off"
+            await session.execute(text("CREATE TABLE written (id INTEGER)"))
+    finally:
+        await eng.dispose()
+
+
 async def test_run_transaction_retries_a_real_deadlock(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -221,6 +234,7 @@ async def test_refused_connection_is_unavailable() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 async def test_throwaway_cluster_starts_answers_and_stops(
     pg_cluster_starter: Callable[[str | None], AbstractContextManager[str]],
 ) -> None:
