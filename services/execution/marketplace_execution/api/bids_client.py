@@ -1,0 +1,108 @@
+"""BidsGateway over gRPC: BidService as the execution service calls it.
+
+Deadlines: each call gets ``call_timeout(default)``, so inside an RPC (Submit's
+GetTask) the caller's remaining deadline is passed on downstream; the channel's
+interceptor (``create_channel``) adds the bearer token and the request id. Failures come
+back as AgentError kinds (``status.from_rpc_error``), so the worker can tell a
+transient outage (retry with the same event_id) from a refusal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
+from marketplace_common.client import call_timeout
+from marketplace_common.errors import (
+    AgentError,
+    ErrorType,
+    InternalError,
+    NotFoundError,
+    TransientError,
+)
+from marketplace_common.status import from_rpc_error
+
+from marketplace_execution.api.convert import error_type_pb
+from marketplace_execution.domain.errors import TaskNotFoundError
+from marketplace_execution.domain.models import TaskInfo
+
+T = TypeVar("T")
+
+
+class GrpcBidsGateway:
+    """The BidsGateway Protocol on a BidService channel."""
+
+    def __init__(self, channel: Any, *, timeout: float = 5.0) -> None:
+        self._stub = bids_pb2_grpc.BidServiceStub(channel)
+        self._timeout = timeout
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], request: object) -> T:
+        timeout = call_timeout(self._timeout)
+        try:
+            return await fn(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def get_task(self, task_id: uuid.UUID) -> TaskInfo:
+        try:
+            response = await self._call(
+                self._stub.GetTask, bids_pb2.GetTaskRequest(task_id=str(task_id))
+            )
+        except NotFoundError as exc:
+            raise TaskNotFoundError(task_id) from exc
+        except AgentError as exc:
+            raise _as_dependency_error(exc) from exc
+        task = response.task
+        return TaskInfo(
+            task_id=uuid.UUID(task.task_id),
+            status=bids_pb2.TaskStatus.Name(task.status).removeprefix("TASK_STATUS_"),
+            title=task.title,
+            description=task.description,
+            execution_id=task.execution_id,
+        )
+
+    async def start_task(self, task_id: uuid.UUID, execution_id: uuid.UUID, event_id: str) -> None:
+        request = bids_pb2.StartTaskRequest(
+            task_id=str(task_id), execution_id=str(execution_id), event_id=event_id
+        )
+        await self._call(self._stub.StartTask, request)
+
+    async def complete_task(
+        self, task_id: uuid.UUID, execution_id: uuid.UUID, event_id: str, result: str
+    ) -> None:
+        request = bids_pb2.CompleteTaskRequest(
+            task_id=str(task_id), execution_id=str(execution_id), event_id=event_id, result=result
+        )
+        await self._call(self._stub.CompleteTask, request)
+
+    async def fail_task(
+        self,
+        task_id: uuid.UUID,
+        execution_id: uuid.UUID,
+        event_id: str,
+        error_type: ErrorType,
+        message: str,
+    ) -> None:
+        request = bids_pb2.FailTaskRequest(
+            task_id=str(task_id),
+            execution_id=str(execution_id),
+            event_id=event_id,
+            error_type=error_type_pb(error_type),
+            message=message[:1000],
+        )
+        await self._call(self._stub.FailTask, request)
+
+
+def _as_dependency_error(exc: AgentError) -> AgentError:
+    """A BidService error as our caller should see it: outages stay transient
+    (UNAVAILABLE etc.), but BidService refusing *us* (auth, bad request) is our
+    misconfiguration, not the caller's fault."""
+    if isinstance(exc, TransientError) or exc.error_type is ErrorType.TRANSIENT:
+        return exc
+    return InternalError(
+        "BidService refused the execution service's call", metadata={"bidsReason": exc.reason}
+    )

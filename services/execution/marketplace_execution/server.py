@@ -1,0 +1,165 @@
+"""Composition root: settings -> engine -> store, BidService channel, LLM -> services ->
+servicer, plus health, reflection and the worker pool.
+
+``create_server(settings)`` builds and starts everything and returns the
+server and its port (tests pass ``grpc_port=0``). Stopping stops the gRPC
+server first (health NOT_SERVING, in-flight calls finish), then the worker
+pool (running executions get the shutdown grace to finish; the rest give their
+leases back for another replica to resume), then closes the channel and engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from marketplace.execution.v1 import execution_pb2_grpc
+from marketplace_common.client import create_channel
+from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.migrations import is_up_to_date
+from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace_execution.api.bids_client import GrpcBidsGateway
+from marketplace_execution.api.servicer import DOMAIN, SERVICE_NAME, ExecutionServicer
+from marketplace_execution.domain.events import EventBus
+from marketplace_execution.domain.ports import JobRunner
+from marketplace_execution.domain.reporting import ReportPolicy
+from marketplace_execution.domain.run import RunContext
+from marketplace_execution.domain.service import ExecutionService, ServiceConfig
+from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_owner_id
+from marketplace_execution.llm_wiring import LLMStack, build_llm_stack
+from marketplace_execution.migrations import MIGRATIONS_DIR
+from marketplace_execution.settings import ExecutionSettings
+from marketplace_execution.storage.store import SqlExecutionStore
+
+
+class NotMigratedError(RuntimeError):
+    """The database is not at the newest migration (run ``execution-service migrate``)."""
+
+
+def utcnow() -> datetime:
+    """The current time, UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class ExecutionServer:
+    """A running execution service: the gRPC server, the worker pool and their resources."""
+
+    grpc: GrpcServer
+    service: ExecutionService
+    pool: WorkerPool | None
+    engine: AsyncEngine
+    channel: Any  # a grpc.aio.Channel
+    llm: LLMStack
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop (see the module docstring); safe to call twice."""
+        await self.grpc.stop(grace)
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop gracefully."""
+        await self.grpc.serve_until_signal()
+
+
+async def create_server(
+    settings: ExecutionSettings,
+    *,
+    job_runner: JobRunner | None = None,
+    require_migrated: bool = True,
+) -> tuple[ExecutionServer, int]:
+    """Build and start the execution service; returns it and its bound port.
+
+    ``job_runner`` replaces the attempt loop built from the settings (tests).
+    """
+    engine = create_engine(settings.database_url, pool_size=max(5, min(settings.workers, 20)))
+    if require_migrated and not await is_up_to_date(engine, MIGRATIONS_DIR):
+        await engine.dispose()
+        raise NotMigratedError(
+            "the execution database is not migrated: run `execution-service migrate` "
+            "or `execution-service serve --migrate`"
+        )
+    store = _store(engine)
+    token = settings.bids_token.get_secret_value() if settings.bids_token else None
+    channel = create_channel(settings.bids_target, token=token)
+    bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
+    llm = build_llm_stack(settings)
+    runner = job_runner or llm.runner
+    bus = EventBus()
+    pool = _pool(settings, store, bids, runner, bus)
+    service = ExecutionService(
+        store=store,
+        bids=bids,
+        runner=runner,
+        bus=bus,
+        config=ServiceConfig(
+            default_model=settings.llm_model or llm.default_model,
+            watch_poll_seconds=settings.watch_poll_seconds,
+            cancel_wait_seconds=settings.cancel_wait_seconds,
+        ),
+        now=utcnow,
+        wake=pool.wake if pool else lambda: None,
+        cancel_local=pool.cancel_local if pool else lambda _id: None,
+    )
+    servicer = ExecutionServicer(service)
+    add_fn = execution_pb2_grpc.add_ExecutionServiceServicer_to_server
+    server = create_grpc_server(
+        settings, [GrpcService(servicer, add_fn, SERVICE_NAME)], domain=DOMAIN
+    )
+    handle = ExecutionServer(server, service, pool, engine, channel, llm)
+    _add_shutdown_hooks(handle, settings)
+    port = await server.start()
+    if pool is not None:
+        pool.start()
+    return handle, port
+
+
+def _store(engine: AsyncEngine) -> SqlExecutionStore:
+    return SqlExecutionStore(make_sessionmaker(engine))
+
+
+def _pool(
+    settings: ExecutionSettings,
+    store: SqlExecutionStore,
+    bids: GrpcBidsGateway,
+    runner: JobRunner,
+    bus: EventBus,
+) -> WorkerPool | None:
+    if settings.workers == 0:
+        return None
+    ctx = RunContext(
+        store=store,
+        bids=bids,
+        runner=runner,
+        bus=bus,
+        owner=new_owner_id(),
+        now=utcnow,
+        report_policy=ReportPolicy(),
+    )
+    config = WorkerConfig(
+        concurrency=settings.workers,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        poll_seconds=settings.poll_seconds,
+    )
+    return WorkerPool(ctx, config)
+
+
+def _add_shutdown_hooks(handle: ExecutionServer, settings: ExecutionSettings) -> None:
+    # Hooks run last-added first: the pool stops before the channel and engine close.
+    handle.grpc.add_shutdown_hook(handle.engine.dispose)
+    handle.grpc.add_shutdown_hook(handle.channel.close)
+    handle.grpc.add_shutdown_hook(handle.llm.aclose)
+    pool = handle.pool
+    if pool is not None:
+
+        async def stop_pool() -> None:
+            await pool.stop(settings.shutdown_grace_seconds)
+
+        handle.grpc.add_shutdown_hook(stop_pool)
