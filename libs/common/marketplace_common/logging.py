@@ -44,6 +44,7 @@ _SECRET_SUFFIXES = ("_token", "_password", "_secret", "_api_key", "_apikey", "_p
 _PUBLIC_SUFFIXES = ("page_token",)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
 _HANDLER_MARK = "_marketplace_handler"
+_NAME_FIELD = "logger_name"
 
 
 def is_secret_key(key: str) -> bool:
@@ -74,8 +75,16 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
+def _name_field(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    name = event_dict.pop(_NAME_FIELD, None)
+    if name is not None:
+        event_dict["logger"] = name
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
+        _name_field,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -148,10 +157,11 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def get_logger(name: str | None = None, **fields: Any) -> FilteringBoundLogger:
-    """Return a structlog logger; ``name`` is logged as ``logger``, ``fields`` are bound."""
-    logger = structlog.get_logger()
+    """Return a structlog logger; ``name`` is logged as ``logger``, ``fields`` are bound.
+
+    The logger stays lazy: it follows later ``configure_logging`` calls.
+    """
     if name is not None:
-        logger = logger.bind(logger=name)
-    if fields:
-        logger = logger.bind(**fields)
-    return cast(FilteringBoundLogger, logger)
+        # "logger" is get_logger's own parameter name; _name_field renames it.
+        fields[_NAME_FIELD] = name
+    return cast(FilteringBoundLogger, structlog.get_logger(**fields))

@@ -1,0 +1,402 @@
+"""grpc.aio server interceptors: call context, metrics, canonical log line, errors, auth.
+
+Each interceptor wraps the behaviour of the method handler it is given (all
+four kinds: unary and streaming, including coroutine handlers that use
+``context.write``) in an async context manager, its *scope*. The server
+installs them outermost first::
+
+    CallContextInterceptor   request id, peer, deadline; structlog contextvars
+    MetricsInterceptor       grpc_server_started/handled_total, handling_seconds
+    AccessLogInterceptor     one canonical line per RPC
+    ErrorMappingInterceptor  AgentError -> status with details; anything else -> INTERNAL
+    AuthInterceptor          bearer token -> Principal (current_principal())
+
+so the outer scopes see the final status code, including the ones the error
+mapping and auth produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+import structlog
+
+from marketplace_common.auth import (
+    LOCAL_DEV_PRINCIPAL,
+    Principal,
+    TokenAuthenticator,
+    bearer_token,
+    is_open_method,
+    reset_current_principal,
+    set_current_principal,
+)
+from marketplace_common.classify import as_agent_error
+from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.logging import get_logger
+from marketplace_common.metrics import GrpcServerMetrics
+from marketplace_common.rpc_context import (
+    REQUEST_ID_KEY,
+    CallInfo,
+    current_call,
+    reset_current_call,
+    set_current_call,
+)
+from marketplace_common.status import abort_with_error
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Scope = Callable[[Context], AbstractAsyncContextManager[None]]
+    Continuation = Callable[
+        [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+    ]
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SERVER_FAULT_CODES = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+)
+_QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
+    """The go-grpc-prometheus name of a handler's kind."""
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+# --- wrapping handlers -------------------------------------------------------------
+
+
+def _wrap_unary_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    async def wrapped(request: Any, context: Context) -> Any:
+        async with scope(context):
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+    return wrapped
+
+
+def _wrap_stream_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+        # A handler writing with context.write(): it must stay a coroutine function.
+        async def wrapped_writer(request: Any, context: Context) -> None:
+            async with scope(context):
+                await behavior(request, context)
+
+        return wrapped_writer
+
+    async def wrapped_generator(request: Any, context: Context) -> AsyncIterator[Any]:
+        async with scope(context):
+            responses = behavior(request, context)
+            if hasattr(responses, "__aiter__"):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+
+    return wrapped_generator
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], scope: Scope
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A copy of ``handler`` whose behaviour runs inside ``scope(context)``."""
+    kwargs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary_response(handler.unary_unary, scope), **kwargs
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream_response(handler.unary_stream, scope), **kwargs
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary_response(handler.stream_unary, scope), **kwargs
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(handler.stream_stream, scope), **kwargs
+        )
+    return handler
+
+
+class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Base class: runs every RPC's behaviour inside :meth:`scope`."""
+
+    async def intercept_service(  # type: ignore[override]  # None: method unknown here
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = _method_name(handler_call_details)
+        kind = grpc_type(handler)
+
+        def scope(context: Context) -> AbstractAsyncContextManager[None]:
+            return self.scope(method, kind, context)
+
+        return wrap_handler(handler, scope)
+
+    def scope(self, method: str, kind: str, context: Context) -> AbstractAsyncContextManager[None]:
+        """The async context manager one RPC of ``method`` runs in."""
+        raise NotImplementedError
+
+
+def _method_name(details: grpc.HandlerCallDetails) -> str:
+    method: str | bytes = details.method
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def _call_for(method: str, kind: str) -> CallInfo:
+    """The current CallInfo, or a fresh one when CallContextInterceptor is not installed."""
+    call = current_call()
+    if call is None or call.method != method:
+        call = CallInfo(method=method, grpc_type=kind, request_id=new_request_id())
+    return call
+
+
+# --- outcome of an RPC -----------------------------------------------------------
+
+
+def _context_code(context: Context) -> grpc.StatusCode | None:
+    try:
+        code: Any = context.code()
+    except (AttributeError, NotImplementedError):
+        return None
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    for candidate in grpc.StatusCode:  # some grpc versions report the integer
+        if candidate.value[0] == code:
+            return candidate
+    return None
+
+
+def outcome_code(context: Context, exc: BaseException | None, call: CallInfo) -> grpc.StatusCode:
+    """The status code an RPC ended with, from its context and the exception (if any)."""
+    if isinstance(exc, asyncio.CancelledError):
+        remaining = call.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = _context_code(context)
+    if code is not None:
+        return code
+    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
+
+
+# --- the interceptors ------------------------------------------------------------
+
+
+def new_request_id() -> str:
+    """A fresh request id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str | None:
+    for k, value in metadata or ():
+        if k == key:
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None
+
+
+class CallContextInterceptor(ScopedInterceptor):
+    """Creates the CallInfo of every RPC and binds request_id/method for logging.
+
+    The request id comes from ``x-request-id`` metadata when it looks sane
+    (up to 128 of ``[A-Za-z0-9._:-]``), else a new one; it is echoed to the
+    caller in the initial metadata. The caller's deadline is recorded so
+    downstream calls can inherit it (``client.call_timeout``).
+    """
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        given = _metadata_value(context.invocation_metadata(), REQUEST_ID_KEY)
+        request_id = given if given and _REQUEST_ID_OK.match(given) else new_request_id()
+        remaining = context.time_remaining()
+        call = CallInfo(
+            method=method,
+            grpc_type=kind,
+            request_id=request_id,
+            peer=context.peer() or "",
+            deadline=None if remaining is None else time.monotonic() + remaining,
+        )
+        call_token = set_current_call(call)
+        log_tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # finalised outside the RPC's context
+                structlog.contextvars.reset_contextvars(**log_tokens)
+            reset_current_call(call_token)
+
+
+class MetricsInterceptor(ScopedInterceptor):
+    """Counts and times every RPC (see ``marketplace_common.metrics``)."""
+
+    def __init__(self, metrics: GrpcServerMetrics) -> None:
+        self.metrics = metrics
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        call = _call_for(method, kind)
+        labels = (kind, call.service, call.method_name)
+        self.metrics.started.labels(*labels).inc()
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            code = outcome_code(context, error, call)
+            self.metrics.handled.labels(*labels, code.name).inc()
+            self.metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+
+class AccessLogInterceptor(ScopedInterceptor):
+    """Writes one canonical ``rpc.handled`` line per RPC.
+
+    Fields: method, grpc_type, code, duration_ms, peer, request_id (bound),
+    principal and role. Server faults (INTERNAL, UNKNOWN, DATA_LOSS) log at
+    error level; health and reflection at debug, so probes do not flood the log.
+    """
+
+    def __init__(self, logger: Any = None) -> None:
+        self.log = logger if logger is not None else get_logger("marketplace.rpc")
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        call = _call_for(method, kind)
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            code = outcome_code(context, error, call)
+            self._emit(call, code, (time.perf_counter() - started) * 1000.0)
+
+    def _emit(self, call: CallInfo, code: grpc.StatusCode, duration_ms: float) -> None:
+        if code in _SERVER_FAULT_CODES:
+            emit = self.log.error
+        elif call.method.startswith(_QUIET_METHODS):
+            emit = self.log.debug
+        else:
+            emit = self.log.info
+        principal = call.principal
+        emit(
+            "rpc.handled",
+            method=call.method,
+            grpc_type=call.grpc_type,
+            code=code.name,
+            duration_ms=round(duration_ms, 3),
+            peer=call.peer,
+            request_id=call.request_id,
+            principal=principal.subject if principal else None,
+            role=principal.role.value if principal else None,
+        )
+
+
+class ErrorMappingInterceptor(ScopedInterceptor):
+    """Ends an RPC that raised with a proper status.
+
+    * ``AgentError``: its status (code, safe message, ErrorInfo with
+      ``domain``, RetryInfo, BadRequest) via ``status.abort_with_error``.
+    * Anything else: ``classify.as_agent_error`` (INTERNAL with a safe
+      message for our own bugs), the stack logged at error level.
+    * ``context.abort`` and cancellation pass through untouched.
+    """
+
+    def __init__(self, domain: str, logger: Any = None) -> None:
+        self.domain = domain
+        self.log = logger if logger is not None else get_logger("marketplace.rpc")
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except AgentError as err:
+            if err.error_type is ErrorType.FATAL:
+                self.log.exception("rpc.fatal_error", error=repr(err))
+            await abort_with_error(context, err, self.domain)
+        except Exception as exc:
+            mapped = as_agent_error(exc)
+            self.log.exception(
+                "rpc.unexpected_error",
+                error_class=type(exc).__name__,
+                error_type=mapped.error_type.value,
+            )
+            await abort_with_error(context, mapped, self.domain)
+
+
+class AuthInterceptor(ScopedInterceptor):
+    """Authenticates every RPC and binds its principal (``auth.current_principal``).
+
+    Health and reflection stay open (a valid token there still names the
+    caller). With no token configured, every caller is the local development
+    principal; the server only allows that on loopback.
+    """
+
+    def __init__(self, authenticator: TokenAuthenticator) -> None:
+        self.authenticator = authenticator
+
+    def _principal(self, method: str, context: Context) -> Principal | None:
+        if not self.authenticator.enabled:
+            return LOCAL_DEV_PRINCIPAL
+        metadata = [(k, v) for k, v in context.invocation_metadata() or ()]
+        if is_open_method(method):
+            token = bearer_token(metadata)
+            return None if token is None else self.authenticator.authenticate_token(token)
+        return self.authenticator.authenticate_metadata(metadata)
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        principal = self._principal(method, context)
+        call = current_call()
+        if call is not None:
+            call.principal = principal
+        token = set_current_principal(principal)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # finalised outside the RPC's context
+                reset_current_principal(token)
+
+
+def default_interceptors(
+    *,
+    domain: str,
+    authenticator: TokenAuthenticator,
+    metrics: GrpcServerMetrics,
+    logger: Any = None,
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """The server's interceptor chain, outermost first."""
+    return [
+        CallContextInterceptor(),
+        MetricsInterceptor(metrics),
+        AccessLogInterceptor(logger),
+        ErrorMappingInterceptor(domain, logger),
+        AuthInterceptor(authenticator),
+    ]
