@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -114,12 +114,20 @@ def _merge_metadata(existing: Any, extra: Sequence[tuple[str, str]]) -> grpc.aio
     return merged
 
 
-class OutgoingCallInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor[Any, Any],
-    grpc.aio.UnaryStreamClientInterceptor[Any, Any],
-    grpc.aio.StreamUnaryClientInterceptor[Any, Any],
-    grpc.aio.StreamStreamClientInterceptor[Any, Any],
-):
+# The stubs make the interceptor bases generic; at runtime they are not subscriptable.
+if TYPE_CHECKING:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
+    _StreamStream = grpc.aio.StreamStreamClientInterceptor
+
+
+class OutgoingCallInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
     """Adds auth and request-id metadata and clamps timeouts to the current RPC's deadline.
 
     A plaintext channel refuses call credentials, so the token travels as
