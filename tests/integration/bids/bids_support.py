@@ -166,3 +166,16 @@ def accept_request(bid_id: str, client: str = ALICE, **kw: Any) -> bids_pb2.Acce
         **kw,
     }
     return bids_pb2.AcceptBidRequest(**values)
+
+
+async def scalar(url: str, sql: str, **params: Any) -> Any:
+    """One value from the database behind a server (for asserting invariants)."""
+    from marketplace_common.db import create_engine
+    from sqlalchemy import text
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+    finally:
+        await engine.dispose()

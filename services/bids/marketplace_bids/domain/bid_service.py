@@ -91,6 +91,11 @@ class BidService:
             if first is not None:
                 return first
             if await repos.bids.find_pending(req.marketplace, req.job_id, req.agent_id):
+                # The pending bid may be this very request's, committed by a concurrent
+                # twin since the lookup above (both rows commit together): look again.
+                first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+                if first is not None:
+                    return first
                 raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id)
             now = self._now()
             bid = Bid(
