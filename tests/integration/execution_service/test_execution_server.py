@@ -1,0 +1,240 @@
+"""The execution service over real gRPC, with a fake BidService (real gRPC too)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from marketplace.bids.v1 import bids_pb2
+from marketplace.execution.v1 import execution_pb2 as pb
+
+S = pb.ExecutionStatus
+
+
+def error_reason(exc: grpc.aio.AioRpcError) -> str:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return str(info.reason)
+    return ""
+
+
+async def submit(stub: Any, task_id: str, **fields: Any) -> pb.Execution:
+    request = pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id, **fields)
+    response = await stub.SubmitExecution(request, timeout=10)
+    return response.execution
+
+
+async def watch_all(stub: Any, execution_id: str) -> list[pb.ExecutionEvent]:
+    stream = stub.WatchExecution(pb.WatchExecutionRequest(execution_id=execution_id), timeout=30)
+    return [response.event async for response in stream]
+
+
+async def test_submitted_execution_runs_and_completes_the_task(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution()
+    execution = await submit(stub, task_id)
+    assert execution.status == S.EXECUTION_STATUS_QUEUED
+    events = await watch_all(stub, execution.execution_id)
+    final = events[-1].execution
+    assert final.status == S.EXECUTION_STATUS_SUCCEEDED
+    assert "Write a haiku" in final.result
+    assert bids.transitions[task_id] == ["StartTask", "CompleteTask"]
+    assert bids.tasks[task_id].status == bids_pb2.TASK_STATUS_COMPLETED
+    assert bids.tasks[task_id].result == final.result
+
+
+async def test_watch_streams_attempts_and_ends_at_the_terminal_state(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution(llm_offline_transient_rate=0.6, llm_offline_seed=3)
+    execution = await submit(stub, task_id, max_attempts=10)
+    events = await watch_all(stub, execution.execution_id)
+    attempts = [e.attempt.number for e in events if e.WhichOneof("kind") == "attempt"]
+    statuses = [e.status_change.new_status for e in events if e.WhichOneof("kind") != "attempt"]
+    final = events[-1].execution
+    assert attempts == list(range(1, len(final.attempts) + 1))
+    assert statuses[-1] == final.status
+    assert final.status in (S.EXECUTION_STATUS_SUCCEEDED, S.EXECUTION_STATUS_FAILED)
+    if len(attempts) > 1:
+        assert S.EXECUTION_STATUS_RETRY_SCHEDULED in statuses
+
+
+async def test_submit_of_an_unknown_task_is_not_found(start_execution: Any) -> None:
+    _, stub = await start_execution()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await submit(stub, str(uuid.uuid4()))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(caught.value) == "TASK_NOT_FOUND"
+
+
+async def test_submit_while_bids_is_down_is_unavailable(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    bids.fail_next["GetTask"] = 100
+    _, stub = await start_execution()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await submit(stub, task_id)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_submit_is_idempotent_on_request_id(start_execution: Any, fake_bids: Any) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution()
+    request = pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id)
+    first = (await stub.SubmitExecution(request)).execution
+    second = (await stub.SubmitExecution(request)).execution
+    assert first.execution_id == second.execution_id
+    request.prompt = "something else"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitExecution(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"request_id": "not-a-uuid"},
+        {"max_attempts": 11},
+        {"output_schema": "{not json"},
+        {"output_schema": json.dumps({"type": "no-such-type"})},
+    ],
+)
+async def test_invalid_submit_is_invalid_argument(
+    start_execution: Any, fake_bids: Any, fields: dict[str, Any]
+) -> None:
+    bids, _ = fake_bids
+    _, stub = await start_execution()
+    values = {"request_id": str(uuid.uuid4()), "task_id": bids.add_task(), **fields}
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SubmitExecution(pb.SubmitExecutionRequest(**values))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bids.calls["GetTask"] == 0
+
+
+async def test_cancel_of_a_running_execution_fails_the_task(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution(llm_offline_latency_seconds=30.0)
+    execution = await submit(stub, task_id)
+    for _ in range(100):
+        got = await stub.GetExecution(pb.GetExecutionRequest(execution_id=execution.execution_id))
+        if got.execution.status == S.EXECUTION_STATUS_RUNNING:
+            break
+        await asyncio.sleep(0.05)
+    cancelled = await stub.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=execution.execution_id), timeout=10
+    )
+    assert cancelled.execution.status == S.EXECUTION_STATUS_CANCELLED
+    assert bids.transitions[task_id] == ["StartTask", "FailTask"]
+    assert "cancelled" in bids.fail_messages[task_id]
+
+
+async def test_cancel_of_a_queued_execution_fails_the_task(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution(workers=0)
+    api_only = await submit(stub, task_id)
+    _, worker_stub = await start_execution()
+    cancelled = await worker_stub.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=api_only.execution_id), timeout=10
+    )
+    assert cancelled.execution.status == S.EXECUTION_STATUS_CANCELLED
+    assert bids.transitions[task_id] in (["FailTask"], ["StartTask", "FailTask"])
+
+
+async def test_cancel_of_a_finished_execution_is_failed_precondition(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    _, stub = await start_execution()
+    execution = await submit(stub, bids.add_task())
+    await watch_all(stub, execution.execution_id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelExecution(pb.CancelExecutionRequest(execution_id=execution.execution_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_lost_complete_reply_is_retried_with_the_same_event(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    bids.fail_next["CompleteTask"] = 2
+    bids.fail_next["StartTask"] = 1
+    _, stub = await start_execution()
+    execution = await submit(stub, task_id)
+    events = await watch_all(stub, execution.execution_id)
+    assert events[-1].execution.status == S.EXECUTION_STATUS_SUCCEEDED
+    assert bids.calls["CompleteTask"] == 3
+    assert bids.transitions[task_id] == ["StartTask", "CompleteTask"]
+
+
+async def test_permanent_llm_error_fails_execution_and_task(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution(llm_offline_permanent_rate=1.0)
+    execution = await submit(stub, task_id)
+    final = (await watch_all(stub, execution.execution_id))[-1].execution
+    assert final.status == S.EXECUTION_STATUS_FAILED
+    assert len(final.attempts) == 1
+    assert bids.transitions[task_id] == ["StartTask", "FailTask"]
+    assert bids.tasks[task_id].status == bids_pb2.TASK_STATUS_FAILED
+
+
+async def test_list_executions_pages_newest_first(start_execution: Any, fake_bids: Any) -> None:
+    bids, _ = fake_bids
+    _, stub = await start_execution(workers=0)
+    ids = [(await submit(stub, bids.add_task())).execution_id for _ in range(5)]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListExecutions(pb.ListExecutionsRequest(page_size=2, page_token=token))
+        seen += [e.execution_id for e in page.executions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(ids))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListExecutions(pb.ListExecutionsRequest(page_size=-1))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_complete_answers_with_text_and_attempts(start_execution: Any) -> None:
+    _, stub = await start_execution()
+    schema = json.dumps({"type": "object", "properties": {"answer": {"type": "string"}}})
+    response = await stub.Complete(pb.CompleteRequest(prompt="hi", output_schema=schema))
+    assert isinstance(json.loads(response.text), dict)
+    assert [a.number for a in response.attempts] == [1]
+    assert response.model
+
+
+async def test_watch_of_an_unknown_execution_is_not_found(start_execution: Any) -> None:
+    _, stub = await start_execution()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await watch_all(stub, str(uuid.uuid4()))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
