@@ -1,0 +1,372 @@
+"""The attempt loop: pacing, smart retry and a record of every LLM call.
+
+``AttemptRunner.run`` asks the provider until it has a valid answer or a
+reason to stop, per errors.md:
+
+* TRANSIENT (timeouts, 408/409/429/5xx, connection errors): retried after a
+  full-jitter backoff, or after the server's delay (Retry-After,
+  retry-after-ms) when it gave one, within ``policy.max_attempts`` and the
+  deadline. A server delay longer than ``policy.max_delay`` or than the time
+  left is not waited out: the run fails now, TRANSIENT, with ``retry_after``.
+* LLM_FIXABLE (the answer is not JSON or fails ``output_schema``): re-asked at
+  once (only the pacing pause) with the bad answer and the validation errors
+  appended to the conversation, on the budget ``policy.max_llm_fixable_attempts``
+  (re-asks) which does not use up ``max_attempts``. The same violations twice
+  in a row end the run with ``LLMOutputInvalidError`` (PERMANENT).
+* PERMANENT and FATAL: the run stops at once.
+
+Each attempt is one ``LLMAttempt``: the shared ``AttemptRecord``, the pacing
+wait before the call, and whether another attempt follows. It is logged once
+(``llm.attempt``), counted in ``llm_attempts_total`` and handed to
+``on_attempt``, which is awaited before the next attempt starts so a caller
+can store it durably first. As in ``retry_async``, a record's ``delay`` and
+``delay_source`` are the wait *after* it, before the next attempt: BACKOFF
+or SERVER_RETRY_AFTER for a retry, PACING (the pacer's pause) for a re-ask,
+0 and NONE when nothing follows. The pacing wait the call itself had is
+``LLMAttempt.pacing_delay`` (execution.proto's ``Attempt.pacing_delay``).
+
+Cancellation (``asyncio.CancelledError``) is never caught: it propagates
+from the provider call, the pacing wait or a backoff sleep at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from jsonschema.protocols import Validator
+from marketplace_common.classify import as_agent_error, categorize_exception, error_code
+from marketplace_common.errors import (
+    AgentError,
+    DeadlineExceededError,
+    ErrorType,
+    InvalidArgumentError,
+    LLMFixableError,
+    LLMOutputInvalidError,
+)
+from marketplace_common.logging import get_logger
+from marketplace_common.retry import (
+    AttemptRecord,
+    Clock,
+    DelaySource,
+    RetryPolicy,
+    SystemClock,
+    compute_delay,
+    delay_allowed,
+)
+
+from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics
+from marketplace_execution.domain.output_validation import (
+    compile_schema,
+    feedback_message,
+    validate_output,
+)
+from marketplace_execution.domain.pacing import Pacer
+from marketplace_execution.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMUsage
+
+
+@dataclass(frozen=True, slots=True)
+class LLMAttempt:
+    """One provider call as the loop saw it.
+
+    Attributes:
+        record: the shared ``AttemptRecord``; its ``delay``/``delay_source``
+            are the wait before the *next* attempt (0 and NONE when none follows).
+        pacing_delay: seconds this call waited in the pacer before it was sent
+            (jittered pause, concurrency slot, requests-per-minute window).
+        retry_follows: True when the loop makes another attempt after this one
+            (a retry or a re-ask), so the execution is RETRY_SCHEDULED meanwhile.
+    """
+
+    record: AttemptRecord
+    pacing_delay: float
+    retry_follows: bool
+
+    @property
+    def number(self) -> int:
+        return self.record.number
+
+    @property
+    def error_type(self) -> ErrorType | None:
+        return self.record.error_type
+
+
+OnAttempt = Callable[[LLMAttempt], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMOutcome:
+    """How a run ended.
+
+    Attributes:
+        text: the valid answer (JSON text when the request had an output_schema).
+        model: the model that answered.
+        attempts: this run's attempts, oldest first.
+        error: why the run failed; None on success.
+        value: the parsed answer when the request had an output_schema.
+        usage: token usage of the successful call, if the provider reported it.
+    """
+
+    text: str | None
+    model: str | None
+    attempts: list[LLMAttempt]
+    error: AgentError | None
+    value: Any = None
+    usage: LLMUsage | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+    @property
+    def records(self) -> list[AttemptRecord]:
+        """The attempts' shared records, oldest first."""
+        return [attempt.record for attempt in self.attempts]
+
+
+@dataclass(slots=True)
+class _Run:
+    request: LLMRequest
+    policy: RetryPolicy
+    deadline: float | None
+    number: int
+    transient_failures: int
+    fixable_failures: int = 0
+    last_violations: tuple[Any, ...] | None = None
+    attempts: list[LLMAttempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One provider call: the answer, or the exception and its classification."""
+
+    started_at: datetime
+    finished_at: datetime
+    paced: float
+    text: str | None = None
+    model: str | None = None
+    usage: LLMUsage | None = None
+    value: Any = None
+    exc: BaseException | None = None
+    error: AgentError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Next:
+    """What follows an attempt: a retry after ``delay``, or the end (``stop`` set)."""
+
+    delay: float
+    source: DelaySource
+    request: LLMRequest | None = None
+    stop: AgentError | None = None
+
+
+class AttemptRunner:
+    """Runs one LLM request to a valid answer or a final error (see the module docs)."""
+
+    def __init__(
+        self,
+        provider: LLMProvider,
+        pacer: Pacer | None = None,
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: LLMMetrics | None = None,
+    ) -> None:
+        self.provider = provider
+        self.policy = policy or RetryPolicy()
+        self._clock: Clock = clock or SystemClock()
+        self.pacer = pacer or Pacer(clock=self._clock)
+        self._rng = rng or random.Random()
+        self.metrics = metrics or LLMMetrics()
+        self._log = get_logger(__name__).bind(provider=provider.name)
+
+    async def run(
+        self,
+        request: LLMRequest,
+        *,
+        on_attempt: OnAttempt | None = None,
+        previous_attempts: int = 0,
+        policy: RetryPolicy | None = None,
+    ) -> LLMOutcome:
+        """Ask until a valid answer or a final error; never raises an AgentError.
+
+        Args:
+            request: the conversation; ``output_schema`` turns on validation.
+            on_attempt: awaited with each attempt's record before the next starts.
+            previous_attempts: attempts already made for this work (a resumed
+                execution): numbering continues after them and they count
+                against ``max_attempts``, but at least one new call is made.
+            policy: overrides the runner's policy for this run (per-request
+                ``max_attempts``).
+        """
+        run_policy = policy or self.policy
+        try:
+            validator = compile_schema(request.output_schema) if request.output_schema else None
+        except InvalidArgumentError as err:
+            return LLMOutcome(text=None, model=None, attempts=[], error=err)
+        deadline = None
+        if run_policy.deadline is not None:
+            deadline = self._clock.monotonic() + run_policy.deadline
+        run = _Run(request, run_policy, deadline, previous_attempts, previous_attempts)
+        while True:
+            run.number += 1
+            result = await self._call(run, validator)
+            following = self._next(run, result)
+            attempt = LLMAttempt(
+                self._record(run, result, following), result.paced, following.request is not None
+            )
+            run.attempts.append(attempt)
+            self._report(attempt.record, result, following)
+            if on_attempt is not None:
+                await on_attempt(attempt)
+            if result.error is None:
+                return LLMOutcome(
+                    result.text, result.model, run.attempts, None, result.value, result.usage
+                )
+            if following.stop is not None:
+                return LLMOutcome(None, None, run.attempts, following.stop)
+            if following.source is not DelaySource.PACING and following.delay > 0:
+                await self._clock.sleep(following.delay)
+            assert following.request is not None
+            run.request = following.request
+
+    async def _call(self, run: _Run, validator: Validator | None) -> _Result:
+        async with self.pacer.pace() as paced:
+            started_at = self._now()
+            request, remaining = self._with_deadline(run)
+            if remaining is not None and remaining <= 0:
+                late = DeadlineExceededError("the run's deadline passed before the call")
+                return _Result(started_at, started_at, paced, exc=late, error=late)
+            try:
+                async with asyncio.timeout(remaining):
+                    response = await self.provider.complete_async(request)
+            except asyncio.CancelledError:
+                self.metrics.count_attempt(self.provider.name, NO_ERROR, "cancelled")
+                raise
+            except Exception as exc:
+                error = as_agent_error(exc)
+                if error is not exc:
+                    error.__cause__ = exc
+                return _Result(started_at, self._now(), paced, exc=exc, error=error)
+        finished_at = self._now()
+        answer = _Result(
+            started_at,
+            finished_at,
+            paced,
+            text=response.text,
+            model=response.model,
+            usage=response.usage,
+        )
+        if validator is None:
+            return answer
+        try:
+            return replace(answer, value=validate_output(response.text, validator))
+        except LLMFixableError as invalid:
+            return replace(answer, exc=invalid, error=invalid)
+
+    def _now(self) -> datetime:
+        now = getattr(self._clock, "now", None)
+        return now() if callable(now) else datetime.now(UTC)
+
+    def _with_deadline(self, run: _Run) -> tuple[LLMRequest, float | None]:
+        if run.deadline is None:
+            return run.request, None
+        remaining = run.deadline - self._clock.monotonic()
+        timeout = run.request.timeout
+        if timeout is None or timeout > remaining:
+            return replace(run.request, timeout=max(remaining, 0.001)), remaining
+        return run.request, remaining
+
+    def _next(self, run: _Run, result: _Result) -> _Next:
+        error, exc = result.error, result.exc
+        if error is None or exc is None:
+            return _Next(0.0, DelaySource.NONE)
+        error_type = categorize_exception(exc)
+        if error_type is ErrorType.LLM_FIXABLE and isinstance(error, LLMFixableError):
+            return self._next_after_fixable(run, error, result)
+        run.last_violations = None  # "twice in a row" means consecutive attempts
+        if error_type is ErrorType.TRANSIENT:
+            return self._next_after_transient(run, error, exc, result)
+        return _Next(0.0, DelaySource.NONE, stop=error)
+
+    def _next_after_transient(
+        self, run: _Run, error: AgentError, exc: BaseException, result: _Result
+    ) -> _Next:
+        policy = run.policy
+        run.transient_failures += 1
+        if run.transient_failures >= policy.max_attempts:
+            return _Next(0.0, DelaySource.NONE, stop=error)
+        delay, source = compute_delay(exc, run.transient_failures, policy, self._rng)
+        time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
+        if not delay_allowed(delay, policy, time_left):
+            # errors.md: a delay past the cap or the deadline is not waited
+            # out; the error goes back now, carrying the delay for RetryInfo.
+            error.retry_after = delay
+            return _Next(0.0, DelaySource.NONE, stop=error)
+        return _Next(delay, source, request=run.request)
+
+    def _next_after_fixable(self, run: _Run, error: LLMFixableError, result: _Result) -> _Next:
+        violations = error.violations
+        repeated = violations == run.last_violations
+        run.last_violations = violations
+        run.fixable_failures += 1
+        if repeated or run.fixable_failures >= run.policy.max_llm_fixable_attempts:
+            why = "the same validation error twice in a row" if repeated else "re-ask budget spent"
+            final = LLMOutputInvalidError(
+                f"the model's answer stayed invalid ({why}): {error.message}",
+                violations=violations,
+            )
+            final.__cause__ = error
+            return _Next(0.0, DelaySource.NONE, stop=final)
+        request = run.request.with_messages(
+            ChatMessage("assistant", result.text or ""),
+            ChatMessage("user", feedback_message(violations)),
+        )
+        pause = self.pacer.config.delay
+        return _Next(pause, _pacing_source(pause), request=request)
+
+    def _record(self, run: _Run, result: _Result, following: _Next) -> AttemptRecord:
+        error = following.stop if following.stop is not None else result.error
+        return AttemptRecord(
+            number=run.number,
+            error_type=None if error is None else error.error_type,
+            code="OK" if result.exc is None else error_code(result.exc),
+            message="" if error is None else error.message,
+            delay=following.delay,
+            delay_source=following.source,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+        )
+
+    def _report(self, record: AttemptRecord, result: _Result, following: _Next) -> None:
+        if result.error is None:
+            outcome = "succeeded"
+        else:
+            outcome = "failed" if following.stop is not None else "retried"
+        error_type = NO_ERROR if result.error is None else result.error.error_type.value
+        self.metrics.count_attempt(self.provider.name, error_type, outcome)
+        fields = {
+            "attempt": record.number,
+            "outcome": outcome,
+            "error_type": error_type,
+            "code": record.code,
+            "delay": round(record.delay, 3),
+            "delay_source": record.delay_source.value,
+            "paced": round(result.paced, 3),
+        }
+        if result.error is None:
+            self._log.info("llm.attempt", model=result.model, **fields)
+        elif record.error_type is ErrorType.FATAL:
+            self._log.error("llm.attempt", message=record.message, exc_info=result.exc, **fields)
+        else:
+            self._log.warning("llm.attempt", message=record.message, **fields)
+
+
+def _pacing_source(delay: float) -> DelaySource:
+    return DelaySource.PACING if delay > 0 else DelaySource.NONE
