@@ -179,3 +179,41 @@ async def scalar(url: str, sql: str, **params: Any) -> Any:
             return (await conn.execute(text(sql), params)).scalar_one()
     finally:
         await engine.dispose()
+
+
+async def completed_task(h: Any, client: str = "alice") -> tuple[bids_pb2.Task, str]:
+    """A task created by ``client``, started and completed by the service; and its execution id."""
+    email = PRINCIPALS[client][2]
+    task = (await h.as_(client).CreateTask(create_task_request(email))).task
+    execution_id = new_id()
+    service = h.as_("service")
+    await service.StartTask(start_request(task.task_id, execution_id))
+    done = await service.CompleteTask(complete_request(task.task_id, execution_id, result="ok"))
+    return done.task, execution_id
+
+
+def start_request(task_id: str, execution_id: str | None = None) -> bids_pb2.StartTaskRequest:
+    return bids_pb2.StartTaskRequest(
+        task_id=task_id, execution_id=execution_id or new_id(), event_id=new_id()
+    )
+
+
+def complete_request(
+    task_id: str, execution_id: str | None = None, result: str = "ok"
+) -> bids_pb2.CompleteTaskRequest:
+    return bids_pb2.CompleteTaskRequest(
+        task_id=task_id, execution_id=execution_id or new_id(), event_id=new_id(), result=result
+    )
+
+
+async def execute(url: str, sql: str, **params: Any) -> None:
+    """Run one statement and commit (to set up a state the API cannot reach)."""
+    from marketplace_common.db import create_engine
+    from sqlalchemy import text
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql), params)
+    finally:
+        await engine.dispose()

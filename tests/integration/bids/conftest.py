@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc.aio
 import pytest
@@ -40,8 +41,8 @@ class Harness:
         return Caller(self.channel, name)
 
 
-async def open_harness(url: str) -> Harness:
-    server = await start(url)
+async def open_harness(url: str, **overrides: Any) -> Harness:
+    server = await start(url, **overrides)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     return Harness(server, channel, url)
 
