@@ -61,6 +61,8 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self.claimed_total = 0
+        """Executions this pool has claimed since it started (a claim is a run)."""
 
     @property
     def owner(self) -> str:
@@ -131,6 +133,7 @@ class WorkerPool:
         except AgentError as exc:
             _log.warning("worker_pool.claim_failed", reason=exc.reason, message=exc.message)
             return 0
+        self.claimed_total += len(ids)
         for execution_id in ids:
             self._spawn(execution_id)
         return len(ids)
