@@ -344,13 +344,13 @@ async def test_two_servers_in_one_process_keep_separate_metrics() -> None:
 # --- request id and the canonical log line ---------------------------------------------
 
 
-async def test_request_id_is_echoed_in_initial_metadata(server: GrpcServer) -> None:
+async def test_request_id_is_echoed_in_trailing_metadata(server: GrpcServer) -> None:
     async with create_channel(target(server)) as channel:
         call = bids_pb2_grpc.BidServiceStub(channel).GetBid(
             bids_pb2.GetBidRequest(bid_id="b1"), metadata=(("x-request-id", "req-42"),)
         )
         await call
-        metadata = await call.initial_metadata()
+        metadata = await call.trailing_metadata()
     assert metadata is not None
     assert dict(metadata)["x-request-id"] == "req-42"
 
@@ -359,9 +359,26 @@ async def test_request_id_is_generated_when_absent(server: GrpcServer) -> None:
     async with create_channel(target(server)) as channel:
         call = bids_pb2_grpc.BidServiceStub(channel).GetBid(bids_pb2.GetBidRequest(bid_id="b1"))
         await call
-        metadata = await call.initial_metadata()
+        metadata = await call.trailing_metadata()
     assert metadata is not None
     assert len(str(dict(metadata)["x-request-id"])) == 32
+
+
+async def test_request_id_is_echoed_on_errors(server: GrpcServer) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await get_bid(server, "missing", metadata=(("x-request-id", "req-err"),))
+    assert dict(info.value.trailing_metadata() or ())["x-request-id"] == "req-err"
+
+
+async def test_malformed_request_id_is_replaced(server: GrpcServer) -> None:
+    async with create_channel(target(server)) as channel:
+        call = bids_pb2_grpc.BidServiceStub(channel).GetBid(
+            bids_pb2.GetBidRequest(bid_id="b1"), metadata=(("x-request-id", "bad id with spaces"),)
+        )
+        await call
+        metadata = await call.trailing_metadata()
+    assert metadata is not None
+    assert dict(metadata)["x-request-id"] != "bad id with spaces"
 
 
 async def test_one_canonical_log_line_per_rpc(server: GrpcServer, log_lines: io.StringIO) -> None:

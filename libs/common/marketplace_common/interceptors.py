@@ -51,7 +51,7 @@ from marketplace_common.rpc_context import (
     reset_current_call,
     set_current_call,
 )
-from marketplace_common.status import abort_with_error
+from marketplace_common.status import to_rpc_status
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -220,7 +220,10 @@ class CallContextInterceptor(ScopedInterceptor):
 
     The request id comes from ``x-request-id`` metadata when it looks sane
     (up to 128 of ``[A-Za-z0-9._:-]``), else a new one; it is echoed to the
-    caller in the initial metadata. The caller's deadline is recorded so
+    caller in the *trailing* metadata (also on errors the error mapping
+    produces). Not in the initial metadata: sending headers early commits
+    the RPC, and gRPC then never retries it (the channels' UNAVAILABLE
+    retry policy would stop working). The caller's deadline is recorded so
     downstream calls can inherit it (``client.call_timeout``).
     """
 
@@ -239,7 +242,7 @@ class CallContextInterceptor(ScopedInterceptor):
         call_token = set_current_call(call)
         log_tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             yield
         finally:
             with contextlib.suppress(ValueError):  # finalised outside the RPC's context
@@ -321,7 +324,8 @@ class ErrorMappingInterceptor(ScopedInterceptor):
     """Ends an RPC that raised with a proper status.
 
     * ``AgentError``: its status (code, safe message, ErrorInfo with
-      ``domain``, RetryInfo, BadRequest) via ``status.abort_with_error``.
+      ``domain``, RetryInfo, BadRequest) from ``status.to_rpc_status``, plus
+      the request id in the trailing metadata.
     * Anything else: ``classify.as_agent_error`` (INTERNAL with a safe
       message for our own bugs), the stack logged at error level.
     * ``context.abort`` and cancellation pass through untouched.
@@ -340,7 +344,7 @@ class ErrorMappingInterceptor(ScopedInterceptor):
         except AgentError as err:
             if err.error_type is ErrorType.FATAL:
                 self.log.exception("rpc.fatal_error", error=repr(err))
-            await abort_with_error(context, err, self.domain)
+            await self._abort(context, err)
         except Exception as exc:
             mapped = as_agent_error(exc)
             self.log.exception(
@@ -348,7 +352,15 @@ class ErrorMappingInterceptor(ScopedInterceptor):
                 error_class=type(exc).__name__,
                 error_type=mapped.error_type.value,
             )
-            await abort_with_error(context, mapped, self.domain)
+            await self._abort(context, mapped)
+
+    async def _abort(self, context: Context, err: AgentError) -> None:
+        status = to_rpc_status(err, self.domain)
+        trailing = list(status.trailing_metadata)
+        call = current_call()
+        if call is not None:  # abort replaces the trailing metadata set earlier
+            trailing.append((REQUEST_ID_KEY, call.request_id))
+        await context.abort(status.code, status.details, tuple(trailing))
 
 
 class AuthInterceptor(ScopedInterceptor):
