@@ -146,6 +146,9 @@ class GrpcServer:
         self._hooks: list[ShutdownHook] = []
         self._port: int | None = None
         self._stopping = False
+        self.stopping = asyncio.Event()
+        """Set when a stop begins: long server streams can end early instead of
+        holding the grace period (health Watch streams already do)."""
         self.log = get_logger("marketplace.server")
 
     @property
@@ -213,6 +216,7 @@ class GrpcServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.log.info("server.stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
+        self.stopping.set()
         await self.server.stop(grace)
         for hook in reversed(self._hooks):
             try:
