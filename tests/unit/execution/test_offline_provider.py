@@ -13,7 +13,7 @@ from marketplace_common.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from marketplace_execution.llm.base import LLMRequest
+from marketplace_execution.llm.base import ChatMessage, LLMRequest
 from marketplace_execution.llm.offline import (
     OFFLINE_MODEL,
     OfflineFaults,
@@ -147,4 +147,26 @@ async def test_transient_failure_may_clear_on_a_later_call() -> None:
 
 def test_rates_above_one_are_rejected() -> None:
     with pytest.raises(ValueError, match="must not exceed 1"):
-        OfflineFaults(transient=0.6, malformed=0.6)
+        OfflineFaults(transient=0.6, rate_limited=0.6)
+
+
+async def test_malformed_answer_repeats_for_the_same_conversation() -> None:
+    provider = OfflineProvider(OfflineFaults(malformed=1.0))
+    request = LLMRequest.from_prompt("classify", output_schema={"type": "object"})
+
+    first = await provider.complete_async(request)
+    second = await provider.complete_async(request)
+
+    assert first.text == second.text
+    assert not _is_json_object(first.text)
+
+
+async def test_a_re_ask_with_feedback_gets_a_fresh_draw() -> None:
+    provider = OfflineProvider(OfflineFaults(malformed=0.5, seed=2))
+    answers = set()
+    for i in range(20):
+        request = LLMRequest.from_prompt("classify", output_schema={"type": "object"})
+        request = request.with_messages(ChatMessage("user", f"feedback {i}"))
+        answers.add(_is_json_object((await provider.complete_async(request)).text))
+
+    assert answers == {True, False}

@@ -7,13 +7,17 @@ and tests of the retry machinery it can inject failures at configured rates:
 * ``permanent`` is a property of the request, as in real life (a request
   that is rejected is rejected again): a conversation whose first user
   message draws "permanent" fails with InvalidArgumentError on every call.
-* ``transient``, ``rate_limited`` and ``malformed`` are drawn per call, so a
-  retry (or a re-ask) may succeed. ``malformed`` only applies to requests with
-  an ``output_schema``: free text cannot be malformed.
+* ``transient`` and ``rate_limited`` are drawn per call (the infrastructure
+  fails now and then), so a plain retry may succeed.
+* ``malformed`` is drawn per conversation *content*, like a model decoding
+  deterministically (temperature 0): the same messages get the same bad
+  answer again, while a re-ask that appends the validation errors is a new
+  conversation and a new draw. It only applies to requests with an
+  ``output_schema``: free text cannot be malformed.
 
-Every draw comes from a ``random.Random`` seeded with (seed, the
-conversation's first user message, how many calls that conversation has
-made), so the same requests give the same failures whatever the
+Every draw comes from a ``random.Random`` seeded with the configured seed and
+the conversation (plus, for per-call draws, how many calls that conversation
+has made), so the same requests give the same failures whatever the
 interleaving of concurrent calls.
 """
 
@@ -38,7 +42,7 @@ _MALFORMED_ANSWERS = ('{"answer": "truncated', "null")
 
 @dataclass(frozen=True, slots=True)
 class OfflineFaults:
-    """Failure rates (each 0..1; transient + rate_limited + malformed at most 1)."""
+    """Failure rates, each 0..1 (transient + rate_limited at most 1), and the 429's delay."""
 
     transient: float = 0.0
     rate_limited: float = 0.0
@@ -51,8 +55,8 @@ class OfflineFaults:
         rates = (self.transient, self.rate_limited, self.permanent, self.malformed)
         if any(not 0.0 <= rate <= 1.0 for rate in rates):
             raise ValueError("failure rates must be between 0 and 1")
-        if self.transient + self.rate_limited + self.malformed > 1.0:
-            raise ValueError("transient + rate_limited + malformed must not exceed 1")
+        if self.transient + self.rate_limited > 1.0:
+            raise ValueError("transient + rate_limited must not exceed 1")
         if self.retry_after < 0:
             raise ValueError("retry_after must not be negative")
 
@@ -81,7 +85,7 @@ class OfflineProvider(LLMProvider):
         if self._latency > 0:
             await asyncio.sleep(self._latency)
         self._inject_failure(key, call_number)
-        text = self._answer(request, key, call_number)
+        text = self._answer(request)
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         completion_tokens = len(text.split())
         usage = LLMUsage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
@@ -99,15 +103,14 @@ class OfflineProvider(LLMProvider):
                 "offline provider: injected rate limit", retry_after=faults.retry_after
             )
 
-    def _answer(self, request: LLMRequest, key: str, call_number: int) -> str:
+    def _answer(self, request: LLMRequest) -> str:
         if request.output_schema is None:
             prompt = " ".join(request.last_user_message.split())
             return f"Offline answer to: {prompt[:500]}"
-        faults = self._faults
-        draw = _call_draw(faults.seed, key, call_number)
-        low = faults.transient + faults.rate_limited
-        if low <= draw < low + faults.malformed:
-            return _MALFORMED_ANSWERS[call_number % len(_MALFORMED_ANSWERS)]
+        content = hashlib.sha256(repr(request.messages).encode()).hexdigest()
+        draw = random.Random(f"{self._faults.seed}:malformed:{content}")
+        if draw.random() < self._faults.malformed:
+            return draw.choice(_MALFORMED_ANSWERS)
         summary = " ".join(request.last_user_message.split())[:200]
         return json.dumps(minimal_instance(request.output_schema, summary))
 
