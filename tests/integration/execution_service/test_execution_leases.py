@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from marketplace.execution.v1 import execution_pb2 as pb
-
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.migrations import upgrade_async
 from marketplace_execution.migrations import MIGRATIONS_DIR
@@ -18,8 +17,8 @@ from marketplace_execution.storage.store import SqlExecutionStore
 S = pb.ExecutionStatus
 
 
-async def wait_terminal(stub: Any, execution_id: str, timeout: float = 30) -> pb.Execution:
-    async with asyncio.timeout(timeout):
+async def wait_terminal(stub: Any, execution_id: str, seconds: float = 30) -> pb.Execution:
+    async with asyncio.timeout(seconds):
         while True:
             got = await stub.GetExecution(pb.GetExecutionRequest(execution_id=execution_id))
             if got.execution.status in (
@@ -69,11 +68,11 @@ async def test_stopped_server_gives_its_lease_back_and_another_resumes(
         )
     ).execution
     async with asyncio.timeout(10):
-        while bids.calls["StartTask"] == 0:
+        while bids.calls["StartTask"] == 0:  # noqa: ASYNC110 (a counter in another server)
             await asyncio.sleep(0.05)
     await first.stop(0.2)
     _, second = await start_execution()
-    final = await wait_terminal(second, execution.execution_id, timeout=10)
+    final = await wait_terminal(second, execution.execution_id, seconds=10)
     assert final.status == S.EXECUTION_STATUS_SUCCEEDED
     assert bids.transitions[task_id] == ["StartTask", "CompleteTask"]
 
@@ -94,7 +93,7 @@ async def test_two_replicas_run_each_of_200_executions_exactly_once(
         stub = replicas[i % 2][1]
         request = pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id)
         ids.append((await stub.SubmitExecution(request)).execution.execution_id)
-    finals = [await wait_terminal(replicas[0][1], i, timeout=60) for i in ids]
+    finals = [await wait_terminal(replicas[0][1], i, seconds=60) for i in ids]
     assert all(f.status == S.EXECUTION_STATUS_SUCCEEDED for f in finals)
     assert all([a.number for a in f.attempts] == [1] for f in finals)
     assert all(bids.transitions[t] == ["StartTask", "CompleteTask"] for t in tasks)
