@@ -161,7 +161,7 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
 @pytest.fixture
 async def fake_bids() -> AsyncIterator[tuple[FakeBidService, str]]:
     """The fake BidService on a real port; yields it and its target."""
-    servicer = FakeBidService()
+    servicer = FakeBidService()  # type: ignore[abstract]  # only what the service calls
     server = grpc.aio.server()
     bids_pb2_grpc.add_BidServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -215,5 +215,5 @@ async def start_execution(
 
     yield start
     for server, channel in started:
-        await channel.close()
+        await channel.close(None)
         await server.stop(0.5)

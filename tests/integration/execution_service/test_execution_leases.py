@@ -26,7 +26,8 @@ async def wait_terminal(stub: Any, execution_id: str, seconds: float = 30) -> pb
                 S.EXECUTION_STATUS_FAILED,
                 S.EXECUTION_STATUS_CANCELLED,
             ):
-                return got.execution
+                execution: pb.Execution = got.execution
+                return execution
             await asyncio.sleep(0.05)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from marketplace.bids.v1 import bids_pb2
 from marketplace.execution.v1 import execution_pb2 as pb
 
@@ -17,7 +17,8 @@ S = pb.ExecutionStatus
 
 
 def error_reason(exc: grpc.aio.AioRpcError) -> str:
-    for key, value in exc.trailing_metadata() or ():
+    metadata: Any = exc.trailing_metadata() or ()
+    for key, value in metadata:
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
@@ -31,7 +32,8 @@ def error_reason(exc: grpc.aio.AioRpcError) -> str:
 async def submit(stub: Any, task_id: str, **fields: Any) -> pb.Execution:
     request = pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id, **fields)
     response = await stub.SubmitExecution(request, timeout=10)
-    return response.execution
+    execution: pb.Execution = response.execution
+    return execution
 
 
 async def watch_all(stub: Any, execution_id: str) -> list[pb.ExecutionEvent]:
