@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 from marketplace_common.errors import ErrorType
 from marketplace_common.retry import DelaySource, RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
@@ -184,3 +185,21 @@ async def test_server_error_500_is_retried(
 
     assert outcome.succeeded
     assert [r.code for r in outcome.records] == ["500", "OK"]
+
+
+async def test_the_api_key_reaches_neither_logs_nor_records(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    secret = "sk-live-abcdef0123456789"
+    provider = OpenAIProvider(model="m", base_url=openai_server.base_url, api_key=secret)
+    openai_server.fail(401, f"Incorrect API key provided: {secret}", code="invalid_api_key")
+
+    with structlog.testing.capture_logs() as logs:
+        outcome = await make_runner(provider).run(LLMRequest.from_prompt("hi"))
+    await provider.aclose()
+
+    assert logs
+    assert secret not in repr(logs)
+    assert secret not in repr(outcome.records)
+    assert outcome.error is not None
+    assert secret not in outcome.error.message

@@ -148,3 +148,18 @@ def test_sync_complete_works_outside_an_event_loop(openai_server: FakeOpenAIServ
         response = provider.complete(LLMRequest.from_prompt("hi"))
 
     assert response.text == "from a script"
+
+
+async def test_sync_complete_inside_a_running_loop_warns_and_answers(
+    provider: OpenAIProvider, openai_server: FakeOpenAIServer
+) -> None:
+    openai_server.reply("first")
+    openai_server.reply("second")
+    await provider.complete_async(LLMRequest.from_prompt("warm the shared client"))
+
+    with pytest.warns(RuntimeWarning, match="complete_async"):
+        response = provider.complete(LLMRequest.from_prompt("hi"))
+
+    assert response.text == "second"
+    after = await provider.complete_async(LLMRequest.from_prompt("shared client still works"))
+    assert after.text == "ok"
