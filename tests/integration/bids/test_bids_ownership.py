@@ -1,0 +1,90 @@
+"""Ownership over a real channel: who may see and change what."""
+
+from __future__ import annotations
+
+import grpc
+from bids_support import (
+    ALICE,
+    BOB,
+    OTHER_AGENT,
+    accept_request,
+    completed_task,
+    create_task_request,
+    expect_error,
+    new_id,
+    place_bid_request,
+    start_request,
+)
+from conftest import Harness
+from marketplace.bids.v1 import bids_pb2
+
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_agent_cannot_withdraw_another_agents_bid(bids: Harness) -> None:
+    bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
+    withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=new_id())
+    d = await expect_error(bids.as_("other_agent").WithdrawBid(withdraw))
+    assert d.code == DENIED
+
+
+async def test_agent_cannot_bid_as_another_agent(bids: Harness) -> None:
+    d = await expect_error(bids.as_("agent").PlaceBid(place_bid_request(agent=OTHER_AGENT)))
+    assert d.code == DENIED
+
+
+async def test_agent_cannot_accept_bids(bids: Harness) -> None:
+    bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
+    d = await expect_error(bids.as_("agent").AcceptBid(accept_request(bid.bid_id)))
+    assert d.code == DENIED
+
+
+async def test_client_accepts_only_for_itself(bids: Harness) -> None:
+    bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
+    d = await expect_error(bids.as_("bob").AcceptBid(accept_request(bid.bid_id, client=ALICE)))
+    assert d.code == DENIED
+
+
+async def test_client_cannot_create_a_task_for_another_client(bids: Harness) -> None:
+    d = await expect_error(bids.as_("bob").CreateTask(create_task_request(ALICE)))
+    assert d.code == DENIED
+
+
+async def test_client_lists_only_its_own_tasks(bids: Harness) -> None:
+    await bids.as_("alice").CreateTask(create_task_request(ALICE))
+    await bids.as_("bob").CreateTask(create_task_request(BOB))
+    mine = await bids.as_("bob").ListTasks(bids_pb2.ListTasksRequest())
+    assert [t.client_email for t in mine.tasks] == [BOB]
+    d = await expect_error(bids.as_("bob").ListTasks(bids_pb2.ListTasksRequest(client_email=ALICE)))
+    assert d.code == DENIED
+
+
+async def test_admin_and_service_see_every_task(bids: Harness) -> None:
+    await bids.as_("alice").CreateTask(create_task_request(ALICE))
+    await bids.as_("bob").CreateTask(create_task_request(BOB))
+    for who in ("admin", "service"):
+        listed = await bids.as_(who).ListTasks(bids_pb2.ListTasksRequest())
+        assert {t.client_email for t in listed.tasks} == {ALICE, BOB}
+
+
+async def test_agent_lists_only_its_own_bids(bids: Harness) -> None:
+    await bids.as_("agent").PlaceBid(place_bid_request())
+    await bids.as_("other_agent").PlaceBid(place_bid_request(agent=OTHER_AGENT))
+    mine = await bids.as_("other_agent").ListBids(bids_pb2.ListBidsRequest())
+    assert [b.agent_id for b in mine.bids] == [OTHER_AGENT]
+
+
+async def test_only_the_service_moves_tasks(bids: Harness) -> None:
+    task = (await bids.as_("alice").CreateTask(create_task_request())).task
+    for who in ("alice", "agent"):
+        d = await expect_error(bids.as_(who).StartTask(start_request(task.task_id)))
+        assert d.code == DENIED
+
+
+async def test_only_the_tasks_client_gets_a_delivery_token(bids: Harness) -> None:
+    task, _ = await completed_task(bids, client="alice")
+    request = bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id)
+    for who in ("bob", "agent", "service"):
+        d = await expect_error(bids.as_(who).CreateDeliveryToken(request))
+        assert d.code == DENIED
+    assert (await bids.as_("alice").CreateDeliveryToken(request)).token
