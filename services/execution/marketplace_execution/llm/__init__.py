@@ -1,0 +1,1 @@
+"""LLM providers: the interface (base), the offline default and any OpenAI-compatible endpoint."""
