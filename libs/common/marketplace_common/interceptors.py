@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -51,117 +50,17 @@ from marketplace_common.rpc_context import (
     reset_current_call,
     set_current_call,
 )
+from marketplace_common.rpc_wrapping import ScopedInterceptor
 from marketplace_common.status import to_rpc_status
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
-    Scope = Callable[[Context], AbstractAsyncContextManager[None]]
-    Continuation = Callable[
-        [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-    ]
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SERVER_FAULT_CODES = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
 _QUIET_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-
-def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
-    """The go-grpc-prometheus name of a handler's kind."""
-    if handler.request_streaming:
-        return "bidi_stream" if handler.response_streaming else "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
-
-
-# --- wrapping handlers -------------------------------------------------------------
-
-
-def _wrap_unary_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
-    async def wrapped(request: Any, context: Context) -> Any:
-        async with scope(context):
-            result = behavior(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-    return wrapped
-
-
-def _wrap_stream_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(behavior):
-        # A handler writing with context.write(): it must stay a coroutine function.
-        async def wrapped_writer(request: Any, context: Context) -> None:
-            async with scope(context):
-                await behavior(request, context)
-
-        return wrapped_writer
-
-    async def wrapped_generator(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with scope(context):
-            responses = behavior(request, context)
-            if hasattr(responses, "__aiter__"):
-                async for response in responses:
-                    yield response
-            else:
-                for response in responses:
-                    yield response
-
-    return wrapped_generator
-
-
-def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], scope: Scope
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A copy of ``handler`` whose behaviour runs inside ``scope(context)``."""
-    kwargs: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, scope), **kwargs
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, scope), **kwargs
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, scope), **kwargs
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, scope), **kwargs
-        )
-    return handler
-
-
-class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Base class: runs every RPC's behaviour inside :meth:`scope`."""
-
-    async def intercept_service(  # type: ignore[override]  # None: method unknown here
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = _method_name(handler_call_details)
-        kind = grpc_type(handler)
-
-        def scope(context: Context) -> AbstractAsyncContextManager[None]:
-            return self.scope(method, kind, context)
-
-        return wrap_handler(handler, scope)
-
-    def scope(self, method: str, kind: str, context: Context) -> AbstractAsyncContextManager[None]:
-        """The async context manager one RPC of ``method`` runs in."""
-        raise NotImplementedError
-
-
-def _method_name(details: grpc.HandlerCallDetails) -> str:
-    method: str | bytes = details.method
-    return method.decode() if isinstance(method, bytes) else method
 
 
 def _call_for(method: str, kind: str) -> CallInfo:
