@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from marketplace_common.retry import RetryPolicy
+from prometheus_client import CollectorRegistry
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
+from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
@@ -107,8 +109,13 @@ def build_provider(settings: ExecutionSettings) -> tuple[LLMProvider, str]:
     return offline, settings.llm_model or OFFLINE_MODEL
 
 
-def build_llm_stack(settings: ExecutionSettings) -> LLMStack:
-    """Provider, pacer and retry policy from the settings, wrapped for the domain."""
+def build_llm_stack(
+    settings: ExecutionSettings, registry: CollectorRegistry | None = None
+) -> LLMStack:
+    """Provider, pacer and retry policy from the settings, wrapped for the domain.
+
+    The attempt counters go to ``registry`` (the server's, so /metrics shows them).
+    """
     provider, default_model = build_provider(settings)
     pacer = Pacer(
         PacingConfig(
@@ -124,5 +131,6 @@ def build_llm_stack(settings: ExecutionSettings) -> LLMStack:
         max_delay=settings.llm_backoff_max_seconds,
         deadline=settings.llm_deadline_seconds,
     )
-    runner = AttemptLoopJobRunner(AttemptRunner(provider, pacer, policy), policy)
+    loop = AttemptRunner(provider, pacer, policy, metrics=LLMMetrics(registry))
+    runner = AttemptLoopJobRunner(loop, policy)
     return LLMStack(provider, runner, default_model)

@@ -17,6 +17,7 @@ from typing import Any
 from marketplace.execution.v1 import execution_pb2_grpc
 from marketplace_common.client import create_channel
 from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.metrics import GrpcServerMetrics
 from marketplace_common.migrations import is_up_to_date
 from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -89,7 +90,8 @@ async def create_server(
     token = settings.bids_token.get_secret_value() if settings.bids_token else None
     channel = create_channel(settings.bids_target, token=token)
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
-    llm = build_llm_stack(settings)
+    metrics = GrpcServerMetrics()
+    llm = build_llm_stack(settings, metrics.registry)
     runner = job_runner or llm.runner
     bus = EventBus()
     pool = _pool(settings, store, bids, runner, bus)
@@ -110,7 +112,7 @@ async def create_server(
     servicer = ExecutionServicer(service)
     add_fn = execution_pb2_grpc.add_ExecutionServiceServicer_to_server
     server = create_grpc_server(
-        settings, [GrpcService(servicer, add_fn, SERVICE_NAME)], domain=DOMAIN
+        settings, [GrpcService(servicer, add_fn, SERVICE_NAME)], domain=DOMAIN, metrics=metrics
     )
     handle = ExecutionServer(server, service, pool, engine, channel, llm)
     _add_shutdown_hooks(handle, settings)

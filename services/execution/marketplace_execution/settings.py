@@ -54,7 +54,8 @@ class ExecutionSettings(ServiceSettings):
     workers: int = Field(default=16, ge=0, le=10_000)
     """Executions run at once by this process; 0 runs no worker pool (API only)."""
     lease_seconds: float = Field(default=30.0, gt=0)
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    """Lease renewal; also how soon a cancellation made through another replica is seen."""
     poll_seconds: float = Field(default=1.0, gt=0)
     watch_poll_seconds: float = Field(default=1.0, gt=0)
     cancel_wait_seconds: float = Field(default=5.0, ge=0)

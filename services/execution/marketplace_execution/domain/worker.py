@@ -34,7 +34,7 @@ class WorkerConfig:
 
     concurrency: int = 16
     lease_seconds: float = 30.0
-    heartbeat_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
 
     def __post_init__(self) -> None:
