@@ -27,7 +27,9 @@ def test_regenerating_the_protos_changes_nothing(tmp_path: Path) -> None:
     committed = ROOT / "libs" / "proto"
     fresh, old = _files(tmp_path), _files(committed)
     assert fresh == old, "protos changed: run `make proto` and commit libs/proto"
-    changed = [f for f in sorted(fresh) if not filecmp.cmp(tmp_path / f, committed / f, shallow=False)]
+    changed = [
+        f for f in sorted(fresh) if not filecmp.cmp(tmp_path / f, committed / f, shallow=False)
+    ]
     assert changed == [], f"protos changed: run `make proto` and commit libs/proto ({changed})"
 
 
