@@ -217,3 +217,26 @@ async def execute(url: str, sql: str, **params: Any) -> None:
             await conn.execute(text(sql), params)
     finally:
         await engine.dispose()
+
+
+@dataclass
+class Harness:
+    """One running bids server and a channel to it."""
+
+    server: BidsServer
+    channel: grpc.aio.Channel
+    url: str
+
+    def as_(self, name: str) -> Caller:
+        return Caller(self.channel, name)
+
+
+async def open_harness(url: str, **overrides: Any) -> Harness:
+    server = await start(url, **overrides)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    return Harness(server, channel, url)
+
+
+async def close_harness(harness: Harness) -> None:
+    await harness.channel.close()
+    await harness.server.stop(0.5)

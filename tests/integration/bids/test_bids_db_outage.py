@@ -8,8 +8,15 @@ from collections.abc import AsyncIterator
 import asyncpg  # type: ignore[import-untyped]
 import grpc
 import pytest
-from bids_support import expect_error, migrate, new_id, place_bid_request
-from conftest import Harness, close_harness, open_harness
+from bids_support import (
+    Harness,
+    close_harness,
+    expect_error,
+    migrate,
+    new_id,
+    open_harness,
+    place_bid_request,
+)
 from marketplace.bids.v1 import bids_pb2
 
 pytestmark = pytest.mark.postgres

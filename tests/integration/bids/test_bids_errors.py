@@ -6,6 +6,7 @@ import grpc
 import pytest
 from bids_support import (
     Details,
+    Harness,
     accept_request,
     completed_task,
     create_task_request,
@@ -16,7 +17,6 @@ from bids_support import (
     place_bid_request,
     scalar,
 )
-from conftest import Harness
 from google.protobuf.duration_pb2 import Duration
 from marketplace.bids.v1 import bids_pb2
 from marketplace.common.v1 import common_pb2
@@ -239,8 +239,7 @@ async def test_missing_token_is_unauthenticated(bids: Harness) -> None:
 @pytest.mark.postgres
 async def test_row_lock_wait_past_the_timeout_is_aborted_with_retry_info(pg_url: str) -> None:
     import asyncpg  # type: ignore[import-untyped]
-    from bids_support import migrate
-    from conftest import close_harness, open_harness
+    from bids_support import close_harness, migrate, open_harness
 
     await migrate(pg_url)
     h = await open_harness(pg_url, lock_timeout_ms=200)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bids_support import AGENT, ALICE, accept_request, new_id, place_bid_request
-from conftest import Harness
+from bids_support import AGENT, ALICE, Harness, accept_request, new_id, place_bid_request
 from google.protobuf.duration_pb2 import Duration
 from marketplace.bids.v1 import bids_pb2
 from marketplace.common.v1 import common_pb2

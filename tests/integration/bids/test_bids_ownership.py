@@ -7,6 +7,7 @@ from bids_support import (
     ALICE,
     BOB,
     OTHER_AGENT,
+    Harness,
     accept_request,
     completed_task,
     create_task_request,
@@ -15,7 +16,6 @@ from bids_support import (
     place_bid_request,
     start_request,
 )
-from conftest import Harness
 from marketplace.bids.v1 import bids_pb2
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED

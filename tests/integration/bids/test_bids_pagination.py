@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bids_support import AGENT, ALICE, create_task_request, new_id, place_bid_request
-from conftest import Harness
+from bids_support import AGENT, ALICE, Harness, create_task_request, new_id, place_bid_request
 from marketplace.bids.v1 import bids_pb2
 
 

@@ -16,13 +16,15 @@ import grpc
 import pytest
 from bids_support import (
     Caller,
+    Harness,
     accept_request,
+    close_harness,
     details,
     new_id,
+    open_harness,
     place_bid_request,
     scalar,
 )
-from conftest import Harness, close_harness, open_harness
 from marketplace.bids.v1 import bids_pb2
 
 pytestmark = pytest.mark.slow
