@@ -97,18 +97,7 @@ class BidService:
                 if first is not None:
                     return first
                 raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id)
-            now = self._now()
-            bid = Bid(
-                bid_id=str(uuid.uuid4()),
-                marketplace=req.marketplace,
-                job_id=req.job_id,
-                agent_id=req.agent_id,
-                amount=req.amount,
-                proposal=req.proposal,
-                status=BidStatus.PENDING,
-                created_at=now,
-                updated_at=now,
-            )
+            bid = self._new_bid(req)
             try:
                 async with repos.savepoint():
                     await repos.idempotency.add(PLACE_BID_SCOPE, req.request_id, stored(fp, bid))
@@ -125,6 +114,20 @@ class BidService:
             return bid
 
         return await self._uow.run(work)
+
+    def _new_bid(self, req: PlaceBidRequest) -> Bid:
+        now = self._now()
+        return Bid(
+            bid_id=str(uuid.uuid4()),
+            marketplace=req.marketplace,
+            job_id=req.job_id,
+            agent_id=req.agent_id,
+            amount=req.amount,
+            proposal=req.proposal,
+            status=BidStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
 
     async def get_bid(self, principal: Principal, req: GetBidRequest) -> Bid:
         """One bid, if the caller may see it."""
