@@ -40,7 +40,7 @@ from marketplace_common.auth import (
     set_current_principal,
 )
 from marketplace_common.classify import as_agent_error
-from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.errors import AgentError, ErrorType, FieldViolation, InvalidArgumentError
 from marketplace_common.logging import get_logger
 from marketplace_common.metrics import GrpcServerMetrics
 from marketplace_common.rpc_context import (
@@ -50,10 +50,16 @@ from marketplace_common.rpc_context import (
     reset_current_call,
     set_current_call,
 )
-from marketplace_common.rpc_wrapping import ScopedInterceptor
+from marketplace_common.rpc_wrapping import (
+    ScopedInterceptor,
+    UndecodableRequest,
+    decode_leniently,
+)
 from marketplace_common.status import to_rpc_status
 
 if TYPE_CHECKING:
+    from marketplace_common.rpc_wrapping import Continuation
+
     Context = grpc.aio.ServicerContext[Any, Any]
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -227,12 +233,24 @@ class ErrorMappingInterceptor(ScopedInterceptor):
       the request id in the trailing metadata.
     * Anything else: ``classify.as_agent_error`` (INTERNAL with a safe
       message for our own bugs), the stack logged at error level.
+    * A request body that is not a valid message for the method: INVALID_ARGUMENT
+      with a ``request`` field violation (grpc itself would answer UNKNOWN). Like
+      grpc's own decoding, this comes before authentication.
     * ``context.abort`` and cancellation pass through untouched.
     """
 
     def __init__(self, domain: str, logger: Any = None) -> None:
         self.domain = domain
         self.log = logger if logger is not None else get_logger("marketplace.rpc")
+
+    async def intercept_service(  # type: ignore[override]  # None: method unknown here
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        async def lenient(details: grpc.HandlerCallDetails) -> Any:
+            handler = await continuation(details)
+            return None if handler is None else decode_leniently(handler, _undecodable)
+
+        return await super().intercept_service(lenient, handler_call_details)
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
@@ -260,6 +278,11 @@ class ErrorMappingInterceptor(ScopedInterceptor):
         if call is not None:  # abort replaces the trailing metadata set earlier
             trailing.append((REQUEST_ID_KEY, call.request_id))
         await context.abort(status.code, status.details, tuple(trailing))
+
+
+def _undecodable(request: UndecodableRequest) -> InvalidArgumentError:
+    violation = FieldViolation("request", "not a valid protobuf message for this method")
+    return InvalidArgumentError("the request body could not be decoded", violations=[violation])
 
 
 class AuthInterceptor(ScopedInterceptor):

@@ -3,6 +3,11 @@
 ``wrap_handler`` handles all four handler kinds, including server-streaming
 coroutine handlers that write with ``context.write`` (they must stay
 coroutine functions for grpc.aio to drive them) and async generators.
+
+``decode_leniently`` keeps a request body that is not a valid protobuf
+message from failing inside grpc (which answers UNKNOWN, with the parser's
+text and no details, before any interceptor runs): the body becomes an
+:class:`UndecodableRequest` and the behaviour raises the caller's error instead.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -61,6 +67,77 @@ def _wrap_stream_response(behavior: Callable[..., Any], scope: Scope) -> Callabl
                     yield response
 
     return wrapped_generator
+
+
+class UndecodableRequest:
+    """Stands in for a request body the method's deserializer could not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return UndecodableRequest(exc)
+
+    return deserialize
+
+
+def decode_leniently(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    reject: Callable[[UndecodableRequest], BaseException],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A copy of a unary-request ``handler`` whose behaviour raises ``reject(request)``
+    when the request body did not decode. Streaming requests are left as they are."""
+    deserializer = handler.request_deserializer
+    if deserializer is None or handler.request_streaming:
+        return handler
+    behavior: Callable[..., Any] | None = handler.unary_unary or handler.unary_stream
+    if behavior is None:
+        return handler
+
+    def check(request: Any) -> None:
+        if isinstance(request, UndecodableRequest):
+            raise reject(request)
+
+    if handler.unary_unary is not None:
+
+        async def unary(request: Any, context: Context) -> Any:
+            check(request)
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, _lenient(deserializer), handler.response_serializer
+        )
+    if inspect.iscoroutinefunction(behavior):
+
+        async def writer(request: Any, context: Context) -> None:
+            check(request)
+            await behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            writer, _lenient(deserializer), handler.response_serializer
+        )
+
+    async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+        check(request)
+        responses = behavior(request, context)
+        if hasattr(responses, "__aiter__"):
+            async for response in responses:
+                yield response
+        else:
+            for response in responses:
+                yield response
+
+    return grpc.unary_stream_rpc_method_handler(
+        generator, _lenient(deserializer), handler.response_serializer
+    )
 
 
 def wrap_handler(
