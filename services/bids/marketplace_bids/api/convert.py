@@ -39,12 +39,23 @@ def _enum_value(enum: Any, number: int) -> Any:
     return value.name.removeprefix(prefix)
 
 
+class OutOfRange:
+    """A Timestamp or Duration that has no Python value (beyond year 1..9999, nanos
+    out of range): validation rejects it as not a datetime / timedelta."""
+
+    def __repr__(self) -> str:
+        return "<out of range>"
+
+
 def _message_value(value: Message) -> Any:
     name = value.DESCRIPTOR.full_name
-    if name == _TIMESTAMP:
-        return value.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
-    if name == _DURATION:
-        return value.ToTimedelta()  # type: ignore[attr-defined]
+    try:
+        if name == _TIMESTAMP:
+            return value.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+        if name == _DURATION:
+            return value.ToTimedelta()  # type: ignore[attr-defined]
+    except (ValueError, OverflowError):
+        return OutOfRange()
     if name == _MONEY:
         return {"currency_code": value.currency_code, "units": value.units, "nanos": value.nanos}  # type: ignore[attr-defined]
     raise TypeError(f"no conversion for {name}")

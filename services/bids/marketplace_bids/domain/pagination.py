@@ -62,7 +62,7 @@ def decode_token(token: str, filters: str) -> Keyset | None:
         body = json.loads(raw)
         keyset = Keyset(datetime.fromisoformat(body["t"]), str(body["i"]))
         version, issued_for = body["v"], body["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise InvalidPageTokenError("malformed page token") from None
     if version != _VERSION or keyset.created_at.tzinfo is None:
         raise InvalidPageTokenError("malformed page token")
