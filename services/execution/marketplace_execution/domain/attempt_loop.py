@@ -267,7 +267,7 @@ class AttemptRunner:
             return answer
         try:
             return replace(answer, value=validate_output(response.text, validator))
-        except LLMFixableError as invalid:
+        except (LLMFixableError, InvalidArgumentError) as invalid:
             return replace(answer, exc=invalid, error=invalid)
 
     def _now(self) -> datetime:

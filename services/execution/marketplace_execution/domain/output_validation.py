@@ -3,7 +3,9 @@
 A model answer that is not JSON, or JSON that does not match the schema, is
 LLM_FIXABLE: the attempt loop re-asks with the violations fed back. A schema
 that is itself invalid is the caller's mistake (InvalidArgumentError) and is
-found before any call is made.
+found before any call is made; so is a ``$ref`` that does not resolve, found
+when an answer is validated. References are resolved within the schema (and
+the JSON Schema meta-schemas) only: nothing is ever fetched over the network.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import jsonschema
 from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 from marketplace_common.errors import FieldViolation, InvalidArgumentError, LLMFixableError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 _MAX_VIOLATIONS = 10
 _MAX_DESCRIPTION = 300
@@ -47,17 +51,26 @@ def _compile(key: str) -> Validator:
         raise InvalidArgumentError(
             "output_schema is not a valid JSON Schema", violations=[violation]
         ) from None
-    return cls(dict(schema))
+    # A registry that retrieves nothing (jsonschema adds the meta-schemas): a remote
+    # $ref is unresolvable instead of an HTTP request chosen by the caller, which
+    # the default registry would make.
+    return cls(dict(schema), registry=Registry())
 
 
 def validate_output(text: str, validator: Validator) -> Any:
     """The parsed answer, or LLMFixableError naming every violation (at most 10)."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         violation = FieldViolation("$", _cut(f"the answer is not valid JSON: {exc}"))
         raise LLMFixableError("the model's answer is not JSON", violations=[violation]) from None
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    except Unresolvable as exc:
+        violation = FieldViolation("output_schema", _cut(f"unresolvable $ref: {exc}"))
+        raise InvalidArgumentError(
+            "output_schema has a $ref that does not resolve", violations=[violation]
+        ) from None
     if errors:
         violations = [
             FieldViolation(_path(e.absolute_path), _cut(e.message))

@@ -44,7 +44,7 @@ def decode_token(token: str, filters: str) -> PageCursor | None:
         body = json.loads(raw)
         cursor = PageCursor(datetime.fromisoformat(body["c"]), uuid.UUID(body["i"]))
         same_filters = body["f"] == filters
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         same_filters = False
         cursor = None
     if cursor is None or not same_filters or cursor.created_at.tzinfo is None:

@@ -32,12 +32,16 @@ def _check_schema(text: str) -> str:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"output_schema is not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError("output_schema nests too deeply") from None
     if not isinstance(schema, dict):
         raise ValueError("output_schema must be a JSON object")  # noqa: TRY004 (pydantic)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
+    except RecursionError:
+        raise ValueError("output_schema nests too deeply") from None
     return text
 
 
