@@ -52,7 +52,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME_STAMP): pyproject.toml requirements/constraints.txt | $(VENV)/bin/python
-	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) -e '.[tools]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml requirements/constraints.txt | $(VENV)/bin/python
