@@ -18,8 +18,11 @@ two things timed interleaved, and reports medians.
    (fingerprint + stored response); RELEASE; COMMIT. What the service adds on
    top (gRPC, auth, validation, pydantic, SQLAlchemy, the pool's pre-ping,
    logging at the service's default level) is exactly what is measured. The
-   CPU each side burns per call (from /proc) is reported too, to show where
-   the time goes.
+   CPU each side burns per call (from /proc: the instances, this process, the
+   PostgreSQL backends) and the PostgreSQL sessions opened per 1000 calls are
+   reported too, to show where the time goes. The instances run with the
+   service's default settings (``--service-log-level``/``--service-pool-size``
+   change that), auth on, and stop with this process (SIGTERM or stdin EOF).
 
    The instances run as **subprocesses**, not in this process: each gets its
    own interpreter and GIL, as two replicas would in production. In-process,
@@ -170,12 +173,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux /proc; 0 where unreadable)."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a live process so far (Linux /proc); None when gone or unreadable."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return None
     after_name = stat.rsplit(")", 1)[1].split()
     return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS
 
@@ -204,12 +207,12 @@ async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
             await admin.close()
 
 
-def bench_settings(url: str, log_level: str) -> BidsSettings:
+def bench_settings(url: str, log_level: str, pool_size: int | None = None) -> BidsSettings:
     tokens = [
         f"{hash_token(AGENT_TOKEN)}=agent:{AGENT}",
         f"{hash_token(ADMIN_TOKEN)}=admin:{ADMIN}",
     ]
-    return BidsSettings(
+    settings = BidsSettings(
         grpc_port=0,
         metrics_port=0,
         database_url=url,
@@ -217,15 +220,48 @@ def bench_settings(url: str, log_level: str) -> BidsSettings:
         log_level=log_level,
         shutdown_grace_seconds=1.0,
     )
+    if pool_size is not None:
+        settings = settings.model_copy(update={"db_pool_size": pool_size})
+    return settings
 
 
-async def serve_instance(url: str, log_level: str) -> int:
-    """The subprocess side: one bids service on port 0; prints the port, serves until SIGTERM."""
-    settings = bench_settings(url, log_level)
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the bids instances are configured: the service's defaults unless told otherwise."""
+
+    log_level: str = "INFO"
+    pool_size: int | None = None  # None: the service's own db_pool_size default
+
+    def argv(self) -> list[str]:
+        pool = [] if self.pool_size is None else ["--service-pool-size", str(self.pool_size)]
+        return ["--service-log-level", self.log_level, *pool]
+
+    def describe(self) -> str:
+        pool = "default" if self.pool_size is None else str(self.pool_size)
+        return f"log level {self.log_level}, db_pool_size {pool}"
+
+
+async def serve_instance(url: str, options: ServiceOptions) -> int:
+    """The subprocess side: one bids service on port 0; prints the port, then serves.
+
+    It stops on SIGTERM, and also when its stdin closes: the parent holds the
+    other end, so a benchmark killed outright leaves no server behind.
+    """
+    settings = bench_settings(url, options.log_level, options.pool_size)
     configure_logging(settings.log_level, settings.log_json)
     server, port = await create_server(settings)
     print(port, flush=True)
-    await server.serve_until_signal()
+    stdin = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    waits = [
+        asyncio.ensure_future(server.serve_until_signal()),
+        asyncio.ensure_future(stdin.read()),
+    ]
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await server.stop(1.0)
     return 0
 
 
@@ -236,15 +272,22 @@ class Instance:
 
 
 @asynccontextmanager
-async def service_instances(url: str, count: int, log_level: str) -> AsyncIterator[list[Instance]]:
+async def service_instances(
+    url: str, count: int, options: ServiceOptions
+) -> AsyncIterator[list[Instance]]:
     """``count`` bids service subprocesses on ``url`` (logs kept in temporary files)."""
     procs: list[tuple[asyncio.subprocess.Process, IO[str]]] = []
     try:
         for _ in range(count):
             log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
-            args = ["--serve-instance", url, "--service-log-level", log_level]
+            args = ["--serve-instance", url, *options.argv()]
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(BENCH_FILE), *args, stdout=asyncio.subprocess.PIPE, stderr=log
+                sys.executable,
+                str(BENCH_FILE),
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
             )
             procs.append((proc, log))
         yield [Instance(await _read_port(proc, out), proc.pid) for proc, out in procs]
@@ -395,10 +438,14 @@ class Side:
     rates: list[float] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # group -> CPU seconds, timed rounds
     ops: int = 0
+    sessions: int = 0  # PostgreSQL sessions opened during the timed rounds
 
     def cpu_per_op(self) -> str:
         parts = [f"{group} {secs * 1000 / self.ops:.2f}" for group, secs in self.cpu.items()]
         return f"{self.name}: " + ", ".join(parts)
+
+    def sessions_per_1000(self) -> str:
+        return f"{self.name} {self.sessions * 1000 / self.ops:.0f}"
 
 
 async def backend_pids(conn: Any) -> list[int]:
@@ -409,14 +456,28 @@ async def backend_pids(conn: Any) -> list[int]:
     return [row["pid"] for row in rows]
 
 
+SESSIONS = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+
+
+def cpu_used(pids: Sequence[int], before: dict[int, float | None]) -> float:
+    """CPU seconds ``pids`` used since ``before``; processes gone by now are left out."""
+    total = 0.0
+    for pid in pids:
+        now = cpu_seconds(pid)
+        if now is not None:
+            total += now - (before.get(pid) or 0.0)
+    return total
+
+
 async def timed_round(side: Side, bids: list[str], concurrency: int, probe: Any) -> None:
     groups = {**side.pids, "postgres": await backend_pids(probe)}
     before = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
+    sessions = await probe.fetchval(SESSIONS)
     side.rates.append(len(bids) / await drive(concurrency, bids, side.op))
+    side.sessions += await probe.fetchval(SESSIONS) - sessions
     groups["postgres"] = sorted(set(groups["postgres"]) | set(await backend_pids(probe)))
     for group, pids in groups.items():
-        used = sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in pids)
-        side.cpu[group] = side.cpu.get(group, 0.0) + used
+        side.cpu[group] = side.cpu.get(group, 0.0) + cpu_used(pids, before)
     side.ops += len(bids)
 
 
@@ -472,7 +533,9 @@ def withdraw_result(sizes: Sizes, service: Side, raw: Side) -> Result:
         f"service {service_rate:.0f} ops/s vs raw {raw_rate:.0f} ops/s (medians of "
         f"{sizes.withdraw_rounds} x {sizes.withdraw_ops}; rounds: service "
         f"{[round(r) for r in service.rates]}, raw {[round(r) for r in raw.rates]}); "
-        f"CPU ms per call: {service.cpu_per_op()}; {raw.cpu_per_op()}"
+        f"CPU ms per call: {service.cpu_per_op()}; {raw.cpu_per_op()} (postgres: backends "
+        f"alive at the end of a round); new PostgreSQL sessions per 1000 calls: "
+        f"{service.sessions_per_1000()}, {raw.sessions_per_1000()}"
     )
     name = f"WithdrawBid, 2 instances vs raw asyncpg, {sizes.concurrency} in flight"
     return Result(name, measured, "service/raw >= 0.5", ratio, ratio >= 0.5, enforced=True)
@@ -759,16 +822,17 @@ async def bench_deep_page(dsn: str, sizes: Sizes, heavy: str, port: int) -> list
 # --- the run -------------------------------------------------------------------
 
 
-async def run_benchmarks(url: str, sizes: Sizes, *, log_level: str = "INFO") -> Report:
+async def run_benchmarks(url: str, sizes: Sizes, options: ServiceOptions | None = None) -> Report:
     """Every measurement on the (empty) database at ``url``, which is migrated first."""
     report = Report(sizes)
     progress("migrating the bench database (the service's Alembic migrations)")
     await upgrade_async(url, SCRIPT_LOCATION)
     dsn = asyncpg_dsn(url)
-    async with service_instances(url, 2, log_level) as instances:
+    options = options or ServiceOptions()
+    async with service_instances(url, 2, options) as instances:
         report.notes.append(
             f"bids service: 2 subprocess instances (create_server, port 0), auth on, "
-            f"log level {log_level}; machine: {os.cpu_count()} CPUs"
+            f"{options.describe()}; machine: {os.cpu_count()} CPUs"
         )
         report.results.append(await bench_withdraw(dsn, instances, sizes))
         progress(f"loading {sizes.tasks:,} tasks with COPY")
@@ -803,11 +867,18 @@ def failed(report: Report) -> bool:
     return any(r.enforced and not r.passed for r in report.results)
 
 
+def service_options(args: argparse.Namespace) -> ServiceOptions:
+    return ServiceOptions(args.service_log_level, args.service_pool_size)
+
+
 async def amain(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    this = asyncio.current_task()
+    if this is not None:  # SIGTERM unwinds like Ctrl-C: instances stopped, database dropped
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     sizes = QUICK if args.quick else FULL
     async with throwaway_database(args.pg_url) as url:
-        report = await run_benchmarks(url, sizes, log_level=args.service_log_level)
+        report = await run_benchmarks(url, sizes, service_options(args))
     print(format_report(report, time.perf_counter() - started))
     return 1 if failed(report) else 0
 
@@ -823,11 +894,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--service-log-level", default="INFO", help="the bids instances' log level (INFO)"
     )
+    parser.add_argument(
+        "--service-pool-size", type=int, help="the bids instances' db_pool_size (their default)"
+    )
     parser.add_argument("--serve-instance", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_instance:
-        return asyncio.run(serve_instance(args.serve_instance, args.service_log_level))
-    return asyncio.run(amain(args))
+        return asyncio.run(serve_instance(args.serve_instance, service_options(args)))
+    try:
+        return asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: the instances were stopped and the database dropped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

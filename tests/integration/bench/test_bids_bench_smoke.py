@@ -40,7 +40,7 @@ async def test_bids_bench_runs_every_measurement_at_tiny_sizes(
         index_samples=10, seq_samples=2, page_samples=3,
     )  # fmt: skip
 
-    report = await bench.run_benchmarks(pg_url, tiny, log_level="WARNING")
+    report = await bench.run_benchmarks(pg_url, tiny, bench.ServiceOptions(log_level="WARNING"))
 
     names = [result.name for result in report.results]
     assert len(names) == 5
