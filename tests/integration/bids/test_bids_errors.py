@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import grpc
 import pytest
 from bids_support import (
@@ -126,6 +129,26 @@ async def test_page_token_with_other_filters_is_invalid_page_token(bids: Harness
                 status=bids_pb2.TASK_STATUS_COMPLETED,
             )
         )
+    )
+    assert_error(d, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", "PERMANENT")
+    assert d.fields == ["page_token"]
+
+
+@pytest.mark.parametrize(
+    "time", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"], ids=["low", "high"]
+)
+async def test_forged_page_token_overflowing_utc_is_invalid_page_token(
+    bids: Harness, time: str
+) -> None:
+    alice = bids.as_("alice")
+    for _ in range(2):
+        await alice.CreateTask(create_task_request())
+    page = await alice.ListTasks(bids_pb2.ListTasksRequest(page_size=1))
+    body = json.loads(base64.urlsafe_b64decode(page.next_page_token + "=="))
+    body["t"] = time
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    d = await expect_error(
+        alice.ListTasks(bids_pb2.ListTasksRequest(page_size=1, page_token=forged))
     )
     assert_error(d, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", "PERMANENT")
     assert d.fields == ["page_token"]

@@ -16,9 +16,9 @@ from marketplace.bids.v1 import bids_pb2
 from marketplace_bids.api import convert
 from marketplace_bids.domain import delivery as d
 from marketplace_bids.domain import requests as r
-from marketplace_bids.domain.errors import InvalidPageTokenError
 from marketplace_bids.domain.pagination import decode_token
 from marketplace_common.errors import InvalidArgumentError
+from marketplace_common.paging import InvalidPageTokenError
 
 TASK_ID = "6f1c1f3e-0000-4000-8000-000000000001"
 

@@ -1,14 +1,21 @@
-"""Opaque page tokens: round trip, bound to their filters, malformed ones rejected."""
+"""Bids page tokens: round trip, bound to their filters, malformed ones rejected.
+
+The codec itself is the kit's (tests/unit/test_paging.py); these pin the bids adapter.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
 
 import pytest
-from marketplace_bids.domain.errors import InvalidPageTokenError
 from marketplace_bids.domain.pagination import Keyset, decode_token, encode_token, filters_hash
+from marketplace_common.paging import InvalidPageTokenError
 
-KEYSET = Keyset(datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC), "abc")
+KEYSET = Keyset(
+    datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC), "8f1c2f0e-2b7a-4c1e-9a37-1d2f3e4a5b6c"
+)
 
 
 def test_token_round_trips() -> None:
@@ -26,7 +33,34 @@ def test_token_for_other_filters_is_rejected() -> None:
         decode_token(token, filters_hash("tasks", {"status": "FAILED"}))
 
 
-@pytest.mark.parametrize("token", ["!!!", "bm90IGpzb24", "e30", "WzFd"])
+def _forged(time: str, ident: str = KEYSET.id) -> str:
+    body = {"v": 1, "t": time, "i": ident, "f": "x"}
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "!!!",
+        "bm90IGpzb24",
+        "e30",
+        "WzFd",
+        _forged("0001-01-01T00:00:00+14:00"),
+        _forged("9999-12-31T23:59:59-14:00"),
+        _forged("2024-01-01T00:00:00+00:00", ident="abc"),
+        _forged("2024-01-01T00:00:00+00:00", ident="\x00"),
+    ],
+    ids=[
+        "not-base64",
+        "not-json",
+        "empty-object",
+        "list",
+        "overflow-low",
+        "overflow-high",
+        "id-not-uuid",
+        "id-nul",
+    ],
+)
 def test_malformed_token_is_rejected(token: str) -> None:
     with pytest.raises(InvalidPageTokenError):
         decode_token(token, "x")

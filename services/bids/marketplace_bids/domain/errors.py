@@ -13,7 +13,7 @@ No transport code here: marketplace_common.status maps the kinds to gRPC codes.
 | ExecutionMismatchError | FailedPrecondition | EXECUTION_MISMATCH |
 | TaskNotCompletedError | FailedPrecondition | TASK_NOT_COMPLETED |
 | IdempotencyKeyReusedError | InvalidArgument | IDEMPOTENCY_KEY_REUSED |
-| InvalidPageTokenError | InvalidArgument | INVALID_PAGE_TOKEN |
+| InvalidPageTokenError (kit: marketplace_common.paging) | InvalidArgument | INVALID_PAGE_TOKEN |
 | NotOwnerError | PermissionDenied | PERMISSION_DENIED |
 """
 
@@ -134,18 +134,6 @@ class IdempotencyKeyReusedError(InvalidArgumentError):
         )
         self.field = field
         self.key = key
-
-
-class InvalidPageTokenError(InvalidArgumentError):
-    """The page token is malformed or was issued for other filters."""
-
-    default_reason = "INVALID_PAGE_TOKEN"
-
-    def __init__(self, description: str) -> None:
-        super().__init__(
-            f"invalid page_token: {description}",
-            violations=[FieldViolation("page_token", description)],
-        )
 
 
 class NotOwnerError(PermissionDeniedError):
