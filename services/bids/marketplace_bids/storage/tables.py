@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
+from marketplace_common.db_types import UtcDateTime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +18,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,34 +30,6 @@ NAMING_CONVENTION = {
 UUID_LEN = 36
 ID_LEN = 128
 STATUS_LEN = 16
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A time-zone aware timestamp stored in UTC.
-
-    PostgreSQL keeps it as timestamptz; SQLite has no time zones, so it stores
-    naive UTC text (fixed width, so text order is time order) and the zone is
-    put back on read.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTCDateTime column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def copy(self, **kw: Any) -> UTCDateTime:
-        return UTCDateTime()
 
 
 class Base(DeclarativeBase):
@@ -94,8 +63,8 @@ class TaskRow(Base):
     execution_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     result: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(STATUS_LEN))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class BidRow(Base):
@@ -132,8 +101,8 @@ class BidRow(Base):
     amount_nanos: Mapped[int] = mapped_column(Integer)
     proposal: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(STATUS_LEN))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class BidEventRow(Base):
@@ -146,7 +115,7 @@ class BidEventRow(Base):
     new_status: Mapped[str] = mapped_column(String(STATUS_LEN))
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class TaskEventRow(Base):
@@ -161,7 +130,7 @@ class TaskEventRow(Base):
     new_status: Mapped[str] = mapped_column(String(STATUS_LEN))
     execution_id: Mapped[str] = mapped_column(String(ID_LEN))
     actor: Mapped[str] = mapped_column(String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class IdempotencyRow(Base):
@@ -173,7 +142,7 @@ class IdempotencyRow(Base):
     key: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class DeliveryTokenRow(Base):
@@ -184,5 +153,5 @@ class DeliveryTokenRow(Base):
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(UUID_LEN), ForeignKey("tasks.task_id"))
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
