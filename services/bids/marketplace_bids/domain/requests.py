@@ -29,6 +29,7 @@ from marketplace_bids.domain.values import (
     BidStatus,
     Identifier,
     LongText,
+    MessageText,
     Money,
     Reason,
     ResultText,
@@ -172,7 +173,7 @@ class FailTaskRequest(Request):
     execution_id: ExecutionId
     event_id: Uuid
     error_type: ErrorType
-    message: LongText = ""
+    message: MessageText = ""
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -71,17 +71,26 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL (SQLite can): refusing it here gives the
+    # same INVALID_ARGUMENT, naming the field, on both backends.
+    if "\x00" in value:
+        raise PydanticCustomError("text", "must not contain NUL characters")
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("blank", "must not be blank")
     return value
 
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 
 
 def _slug(value: str) -> str:
-    if not _SLUG.match(value):
+    # fullmatch: "$" would also accept a trailing newline.
+    if not _SLUG.fullmatch(value):
         raise PydanticCustomError(
             "identifier", "must start with a letter or digit and hold only letters, digits, ._:@-"
         )
@@ -95,7 +104,11 @@ Title = Annotated[
 ]
 LongText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_control_chars)]
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_no_control_chars)]
-ResultText = Annotated[str, Field(max_length=MAX_RESULT)]
+# Text the execution service produces (an LLM's answer, a provider's error)
+# may carry any character PostgreSQL can store; people's text may not carry
+# control characters.
+ResultText = Annotated[str, Field(max_length=MAX_RESULT), AfterValidator(_no_nul)]
+MessageText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
 
 
 class Money(BaseModel):
