@@ -21,7 +21,7 @@ from marketplace_execution.llm.openai_provider import OpenAIProvider
 from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
-    from tests.integration.execution.conftest import FakeOpenAIServer
+    from fake_openai import FakeOpenAIServer
 
 SCHEMA = {
     "type": "object",

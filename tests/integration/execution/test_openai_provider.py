@@ -19,7 +19,7 @@ from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 
 if TYPE_CHECKING:
-    from tests.integration.execution.conftest import FakeOpenAIServer
+    from fake_openai import FakeOpenAIServer
 
 SECRET = "sk-test-secret-key-123"
 
