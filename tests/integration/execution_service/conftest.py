@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from fake_openai import FakeOpenAIServer
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace.execution.v1 import execution_pb2_grpc
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.migrations import upgrade, upgrade_async
 from marketplace_execution.domain.models import NewExecution
+from marketplace_execution.domain.ports import JobRunner
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.server import ExecutionServer, create_server
 from marketplace_execution.settings import ExecutionSettings
@@ -77,7 +79,9 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
 
     ``transitions[task_id]`` lists every applied transition (a replayed event_id is
     not applied twice); ``calls`` counts every call by RPC name; ``fail_next``
-    makes the next calls of an RPC answer UNAVAILABLE.
+    makes the next calls of an RPC answer UNAVAILABLE; ``refuse`` names RPCs that
+    answer FAILED_PRECONDITION for good. Like the real BidService it refuses a
+    result over 100,000 characters and control characters in a FailTask message.
     """
 
     def __init__(self) -> None:
@@ -87,6 +91,7 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
         self.calls: Counter[str] = Counter()
         self.fail_next: Counter[str] = Counter()
         self.fail_messages: dict[str, str] = {}
+        self.refuse: set[str] = set()
 
     def add_task(self, title: str = "Write a haiku", description: str = "about bids") -> str:
         task_id = str(uuid.uuid4())
@@ -101,6 +106,8 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
         if self.fail_next[rpc] > 0:
             self.fail_next[rpc] -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "fake outage")
+        if rpc in self.refuse:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{rpc} refused")
 
     async def _task(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         task = self.tasks.get(task_id)
@@ -138,6 +145,8 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
         return bids_pb2.StartTaskResponse(task=task)
 
     async def CompleteTask(self, request: Any, context: Any) -> Any:
+        if len(request.result) > 100_000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "result: too long")
         task = await self._transition(
             "CompleteTask",
             request,
@@ -149,13 +158,24 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
         return bids_pb2.CompleteTaskResponse(task=task)
 
     async def FailTask(self, request: Any, context: Any) -> Any:
-        allowed = (bids_pb2.TASK_STATUS_PENDING, bids_pb2.TASK_STATUS_PROCESSING)
+        if any(ord(c) < 32 and c not in "\n\r\t" for c in request.message):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: control characters")
+        allowed = (bids_pb2.TASK_STATUS_PROCESSING,)  # contracts.md: PROCESSING -> FAILED
         task = await self._transition(
             "FailTask", request, context, allowed, bids_pb2.TASK_STATUS_FAILED
         )
         task.result = request.message
         self.fail_messages[request.task_id] = request.message
         return bids_pb2.FailTaskResponse(task=task)
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """The fake OpenAI server (real HTTP), for the service with ``llm_provider="openai"``."""
+    server = FakeOpenAIServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -199,16 +219,19 @@ ServerFactory = Callable[..., Awaitable[tuple[ExecutionServer, Any]]]
 async def start_execution(
     sqlite_url: str, fake_bids: tuple[FakeBidService, str]
 ) -> AsyncIterator[ServerFactory]:
-    """Starts execution servers (on a migrated SQLite file) wired to the fake BidService;
-    returns (server, stub). Everything is stopped at the end."""
+    """Starts execution servers (on a migrated SQLite file unless ``database_url`` is
+    given) wired to the fake BidService; returns (server, stub). ``job_runner``
+    replaces the attempt loop. Everything is stopped at the end."""
     await upgrade_async(sqlite_url, MIGRATIONS_DIR)
     started: list[tuple[ExecutionServer, grpc.aio.Channel]] = []
 
-    async def start(**overrides: Any) -> tuple[ExecutionServer, Any]:
+    async def start(
+        job_runner: JobRunner | None = None, **overrides: Any
+    ) -> tuple[ExecutionServer, Any]:
         settings = fast_settings(
             overrides.pop("database_url", sqlite_url), fake_bids[1], **overrides
         )
-        server, port = await create_server(settings)
+        server, port = await create_server(settings, job_runner=job_runner)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         started.append((server, channel))
         return server, execution_pb2_grpc.ExecutionServiceStub(channel)

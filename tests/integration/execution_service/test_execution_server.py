@@ -152,19 +152,41 @@ async def test_cancel_of_a_running_execution_fails_the_task(
     assert "cancelled" in bids.fail_messages[task_id]
 
 
-async def test_cancel_of_a_queued_execution_fails_the_task(
+async def test_cancel_of_a_queued_execution_leaves_the_task_pending(
     start_execution: Any, fake_bids: Any
 ) -> None:
     bids, _ = fake_bids
     task_id = bids.add_task()
-    _, stub = await start_execution(workers=0)
-    api_only = await submit(stub, task_id)
-    _, worker_stub = await start_execution()
-    cancelled = await worker_stub.CancelExecution(
-        pb.CancelExecutionRequest(execution_id=api_only.execution_id), timeout=10
+    _, api_stub = await start_execution(workers=0, cancel_wait_seconds=0)
+    queued = await submit(api_stub, task_id)
+    await api_stub.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=queued.execution_id), timeout=10
     )
-    assert cancelled.execution.status == S.EXECUTION_STATUS_CANCELLED
-    assert bids.transitions[task_id] in (["FailTask"], ["StartTask", "FailTask"])
+    _, worker_stub = await start_execution()  # claims the cancelled execution and ends it
+    final = (await watch_all(worker_stub, queued.execution_id))[-1].execution
+    assert final.status == S.EXECUTION_STATUS_CANCELLED
+    assert bids.calls["StartTask"] == bids.calls["FailTask"] == 0
+    assert bids.tasks[task_id].status == bids_pb2.TASK_STATUS_PENDING
+
+
+async def test_cancel_of_a_queued_execution_whose_task_was_started_fails_the_task(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    # StartTask landed, then the worker died before the execution turned RUNNING.
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, api_stub = await start_execution(workers=0, cancel_wait_seconds=0)
+    queued = await submit(api_stub, task_id)
+    bids.tasks[task_id].status = bids_pb2.TASK_STATUS_PROCESSING
+    bids.tasks[task_id].execution_id = queued.execution_id
+    await api_stub.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=queued.execution_id), timeout=10
+    )
+    _, worker_stub = await start_execution()
+    final = (await watch_all(worker_stub, queued.execution_id))[-1].execution
+    assert final.status == S.EXECUTION_STATUS_CANCELLED
+    assert bids.transitions[task_id] == ["FailTask"]
+    assert "cancelled" in bids.fail_messages[task_id]
 
 
 async def test_cancel_of_a_finished_execution_is_failed_precondition(

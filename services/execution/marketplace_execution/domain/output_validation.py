@@ -66,19 +66,28 @@ def validate_output(text: str, validator: Validator) -> Any:
         raise LLMFixableError("the model's answer is not JSON", violations=[violation]) from None
     try:
         errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            first = best_match(errors).message
     except Unresolvable as exc:
         violation = FieldViolation("output_schema", _cut(f"unresolvable $ref: {exc}"))
         raise InvalidArgumentError(
             "output_schema has a $ref that does not resolve", violations=[violation]
+        ) from None
+    except RecursionError:
+        # A recursive schema ({"items": {"$ref": "#"}}) follows the answer as deep
+        # as it goes: an answer nested past the recursion limit cannot be checked.
+        # That is the answer's fault, so the model is re-asked (twice the same: PERMANENT).
+        violation = FieldViolation("$", "the answer nests too deeply to validate")
+        raise LLMFixableError(
+            "the model's answer nests too deeply to validate", violations=[violation]
         ) from None
     if errors:
         violations = [
             FieldViolation(_path(e.absolute_path), _cut(e.message))
             for e in errors[:_MAX_VIOLATIONS]
         ]
-        first = best_match(errors)
         raise LLMFixableError(
-            f"the model's answer does not match the output schema: {_cut(first.message)}",
+            f"the model's answer does not match the output schema: {_cut(first)}",
             violations=violations,
         )
     return value

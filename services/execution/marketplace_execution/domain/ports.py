@@ -105,6 +105,13 @@ class ExecutionStore(Protocol):
         """Fenced: stores the outcome to report (the status stays until it is reported)."""
         ...
 
+    async def revise(
+        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+    ) -> Execution:
+        """Fenced: replaces a decided outcome that is not applied yet (BidService refused
+        to complete the task for good, so the execution fails instead)."""
+        ...
+
     async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
         """Fenced: applies the reported outcome (terminal status) and frees the lease."""
         ...
@@ -136,7 +143,7 @@ class BidsGateway(Protocol):
         error_type: ErrorType,
         message: str,
     ) -> None:
-        """Task PENDING|PROCESSING -> FAILED (idempotent on event_id)."""
+        """Task PROCESSING -> FAILED (idempotent on event_id)."""
         ...
 
 

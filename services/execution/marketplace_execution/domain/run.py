@@ -4,17 +4,30 @@ The outcome is written to the database (``decide``) *before* it is reported to
 BidService and the execution turns terminal only *after* (``finish``): a crash in
 between replays the report with the same event_id, and a terminal execution
 always means BidService knows. Every write is fenced on the lease owner.
+
+Every run ends: an unexpected exception while working (a bug, a value the
+database refuses) decides FAILED with error type FATAL and a safe message, and
+is reported with FailTask, instead of leaving the lease to lapse and the work
+(with its paid LLM calls) to be retried by the next claimer forever. Only a
+TRANSIENT error (the database is away) lets the lease lapse for a later resume.
+Text leaving the loop is made storable (``domain.text``): NULs stripped, an
+answer longer than BidService accepts fails PERMANENT rather than being cut
+(a cut JSON answer would no longer match its schema). When BidService refuses
+CompleteTask for good, the outcome is revised to FAILED and FailTask reports
+the reason, so the task never stays PROCESSING.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from marketplace_common.classify import as_agent_error
 from marketplace_common.errors import AgentError, ErrorType
 
 from marketplace_execution.domain.errors import LeaseLostError
@@ -28,6 +41,7 @@ from marketplace_execution.domain.models import (
 )
 from marketplace_execution.domain.ports import BidsGateway, ExecutionStore, JobRunner, JobSpec
 from marketplace_execution.domain.reporting import ReportPolicy, call_until_landed, event_id
+from marketplace_execution.domain.text import MAX_RESULT_CHARS, report_message, storable
 
 _log = structlog.get_logger(__name__)
 
@@ -82,7 +96,7 @@ class ExecutionRun:
         if execution is None:
             return
         if not self._start_refused:
-            await self._report(execution)
+            execution = await self._report(execution)
         await self._finish(execution)
 
     async def _work_until_decided(self) -> Execution | None:
@@ -95,9 +109,33 @@ class ExecutionRun:
                 raise  # the pool is stopping this run: not a caller's cancellation
         except LeaseLostError:
             pass
+        except AgentError as exc:
+            if exc.error_type is ErrorType.TRANSIENT:
+                raise  # the database is away: the lease lapses and a worker resumes later
+            return await self._decide_after_crash(exc)
+        except Exception as exc:
+            return await self._decide_after_crash(exc)
         finally:
             self._work = None
         return await self._decided_elsewhere()
+
+    async def _decide_after_crash(self, exc: Exception) -> Execution | None:
+        """FAILED for an exception the run did not expect; FATAL unless it is one of ours."""
+        eid = str(self._execution.execution_id)
+        if isinstance(exc, AgentError):
+            error_type, message = exc.error_type, f"the execution failed: {exc.message}"
+        else:
+            error_type = ErrorType.FATAL
+            message = (
+                "the execution failed on an internal error of the execution service "
+                f"({type(exc).__name__}: {as_agent_error(exc).message})"
+            )
+        _log.error("execution.run_crashed", execution_id=eid, exc_info=exc)
+        outcome = Outcome(ExecutionStatus.FAILED, None, error_type, report_message(message))
+        try:
+            return await self._decide(outcome)
+        except LeaseLostError:
+            return await self._decided_elsewhere()
 
     async def _decided_elsewhere(self) -> Execution | None:
         """After an interruption: the execution if it is still ours and cancelled, else None."""
@@ -132,11 +170,10 @@ class ExecutionRun:
             spec, previous=self._execution.attempts, on_attempt=self._on_attempt
         )
         if result.error is None and result.text is not None:
-            return await self._decide(Outcome(ExecutionStatus.SUCCEEDED, result=result.text))
+            return await self._decide(_success(result.text))
         error = result.error or AgentError("the attempt loop returned no answer")
-        return await self._decide(
-            Outcome(ExecutionStatus.FAILED, None, error.error_type, error.message)
-        )
+        message = report_message(error.message)
+        return await self._decide(Outcome(ExecutionStatus.FAILED, None, error.error_type, message))
 
     async def _set_status(self, status: ExecutionStatus) -> None:
         previous = self._execution.status
@@ -146,6 +183,7 @@ class ExecutionRun:
         self._publish_status(previous)
 
     async def _on_attempt(self, attempt: AttemptView, will_retry: bool) -> None:
+        attempt = dataclasses.replace(attempt, message=report_message(attempt.message))
         previous = self._execution.status
         if previous is ExecutionStatus.RETRY_SCHEDULED:
             await self._set_status(ExecutionStatus.RUNNING)
@@ -168,31 +206,68 @@ class ExecutionRun:
         )
         return self._execution
 
-    async def _report(self, execution: Execution) -> None:
-        """Tells BidService the outcome (a refusal for good is logged, and the run finishes)."""
+    async def _report(self, execution: Execution) -> Execution:
+        """Tells BidService the outcome; returns the execution to finish.
+
+        CompleteTask refused for good revises the outcome to FAILED and reports
+        that with FailTask; any other refusal is logged and the run finishes.
+        """
         outcome = execution.outcome
         if outcome is None:
             raise AssertionError("report before decide")
         bids, eid, tid = self._ctx.bids, execution.execution_id, execution.task_id
         if outcome.status is ExecutionStatus.SUCCEEDED:
             result = outcome.result or ""
-            error = await call_until_landed(
+            error = await self._land(
+                "CompleteTask",
                 lambda: bids.complete_task(tid, eid, event_id(eid, "complete"), result),
-                what="CompleteTask",
-                execution_id=eid,
-                policy=self._ctx.report_policy,
             )
-        else:
-            error_type = outcome.error_type or ErrorType.PERMANENT
-            message = outcome.error_message or "execution failed"
-            error = await call_until_landed(
-                lambda: bids.fail_task(tid, eid, event_id(eid, "fail"), error_type, message),
-                what="FailTask",
-                execution_id=eid,
-                policy=self._ctx.report_policy,
-            )
+            if error is None:
+                return execution
+            message = report_message(f"BidService refused the result: {error.message}")
+            failed = Outcome(ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message)
+            execution = await self._ctx.store.revise(eid, self._ctx.owner, failed, self._ctx.now())
+            outcome = failed
+        elif not await self._task_was_started(execution):
+            return execution  # cancelled while QUEUED: the task stays PENDING for another try
+        error_type = outcome.error_type or ErrorType.PERMANENT
+        message = report_message(outcome.error_message or "execution failed")
+        error = await self._land(
+            "FailTask",
+            lambda: bids.fail_task(tid, eid, event_id(eid, "fail"), error_type, message),
+        )
         if error is not None:
             _log.warning("execution.report_refused", execution_id=str(eid), reason=error.reason)
+        return execution
+
+    async def _task_was_started(self, execution: Execution) -> bool:
+        """Whether this execution moved its task to PROCESSING (so FailTask is due).
+
+        Past QUEUED it did. A QUEUED one may have: StartTask lands before the
+        status turns RUNNING, so a cancellation (or a crash) in between leaves a
+        QUEUED execution with a PROCESSING task. BidService knows for sure.
+        """
+        if execution.status is not ExecutionStatus.QUEUED:
+            return True
+        started = False
+
+        async def ask() -> None:
+            nonlocal started
+            task = await self._ctx.bids.get_task(execution.task_id)
+            started = task.status == "PROCESSING" and task.execution_id == str(
+                execution.execution_id
+            )
+
+        error = await self._land("GetTask", ask)
+        return error is None and started
+
+    async def _land(self, what: str, fn: Callable[[], Awaitable[None]]) -> AgentError | None:
+        return await call_until_landed(
+            fn,
+            what=what,
+            execution_id=self._execution.execution_id,
+            policy=self._ctx.report_policy,
+        )
 
     async def _finish(self, execution: Execution) -> None:
         previous = execution.status
@@ -209,3 +284,15 @@ class ExecutionRun:
             attempts=len(final.attempts),
             error_type=None if final.error_type is None else final.error_type.value,
         )
+
+
+def _success(text: str) -> Outcome:
+    """SUCCEEDED with the answer made storable, or FAILED when BidService could not take it."""
+    result = storable(text)
+    if len(result) > MAX_RESULT_CHARS:
+        message = (
+            f"the model's answer has {len(result)} characters; "
+            f"BidService accepts a result of at most {MAX_RESULT_CHARS}"
+        )
+        return Outcome(ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message)
+    return Outcome(ExecutionStatus.SUCCEEDED, result=result)

@@ -195,11 +195,13 @@ class WorkerPool:
         except LeaseLostError:
             log.info("execution.lease_lost")
         except AgentError as exc:
-            # The database failed us. The lease is not renewed any more, so it
-            # expires and this or another replica resumes from the stored state
-            # after lease_seconds (a natural backoff; releasing now would spin).
+            # The database failed us (a TRANSIENT error: the run decides FAILED on
+            # anything else). The lease is not renewed any more, so it expires and
+            # this or another replica resumes from the stored state after
+            # lease_seconds (a natural backoff; releasing now would spin).
             log.warning("execution.run_failed", reason=exc.reason, message=exc.message)
         except Exception:
+            # Only when even deciding FAILED failed: the lease lapses as above.
             log.exception("execution.run_crashed")
 
     async def _release(self, execution_id: uuid.UUID) -> None:

@@ -276,14 +276,13 @@ class SqlExecutionStore:
     async def decide(
         self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
     ) -> Execution:
-        values = {
-            "pending_outcome": outcome.status.value,
-            "result": outcome.result,
-            "error_type": None if outcome.error_type is None else outcome.error_type.value,
-            "error_message": outcome.error_message,
-            "updated_at": now,
-        }
-        return await self._fenced(execution_id, owner, values)
+        return await self._fenced(execution_id, owner, _outcome_values(outcome, now))
+
+    async def revise(
+        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+    ) -> Execution:
+        values = _outcome_values(outcome, now)
+        return await self._fenced(execution_id, owner, values, deciding=False)
 
     async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
         values = {
@@ -293,3 +292,13 @@ class SqlExecutionStore:
             "updated_at": now,
         }
         return await self._fenced(execution_id, owner, values, deciding=False)
+
+
+def _outcome_values(outcome: Outcome, now: datetime) -> dict[str, object]:
+    return {
+        "pending_outcome": outcome.status.value,
+        "result": outcome.result,
+        "error_type": None if outcome.error_type is None else outcome.error_type.value,
+        "error_message": outcome.error_message,
+        "updated_at": now,
+    }
