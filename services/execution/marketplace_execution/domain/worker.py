@@ -5,6 +5,9 @@
 * One heartbeat loop extends the leases of every execution this pool runs, every
   ``heartbeat_seconds``; it also notices executions cancelled through another
   replica (``cancel_requested``) and leases lost to another worker.
+* Neither loop ends on an error: a database error is logged at warning level,
+  anything else at error level with its stack, and the loop tries again after
+  its interval.
 * An execution whose worker died keeps its lease until ``lease_seconds`` pass,
   then any replica claims it and resumes (attempt numbers continue, StartTask and
   the report replay with the same event_ids).
@@ -133,6 +136,11 @@ class WorkerPool:
         except AgentError as exc:
             _log.warning("worker_pool.claim_failed", reason=exc.reason, message=exc.message)
             return 0
+        except Exception:
+            # A bug must not end the claim loop (a replica that silently takes no
+            # work); the loop waits poll_seconds before the next try.
+            _log.exception("worker_pool.claim_crashed")
+            return 0
         self.claimed_total += len(ids)
         for execution_id in ids:
             self._spawn(execution_id)
@@ -155,7 +163,12 @@ class WorkerPool:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.heartbeat_seconds)
-            await self._heartbeat_once()
+            try:
+                await self._heartbeat_once()
+            except Exception:
+                # A dead heartbeat would let every lease lapse while the runs go on
+                # (another replica would run them again): log, and try next beat.
+                _log.exception("worker_pool.heartbeat_crashed")
 
     async def _heartbeat_once(self) -> None:
         ids = list(self._runs)
