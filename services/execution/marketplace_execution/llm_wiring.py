@@ -63,7 +63,7 @@ class AttemptLoopJobRunner:
             request,
             on_attempt=report,
             previous_attempts=len(previous),
-            policy=replace(self._policy, max_attempts=job.max_attempts),
+            policy=self._policy_for(job),
         )
         return JobResult(
             text=outcome.text,
@@ -71,6 +71,14 @@ class AttemptLoopJobRunner:
             error=outcome.error,
             attempts=tuple(attempt_view(r) for r in outcome.attempts),
         )
+
+    def _policy_for(self, job: JobSpec) -> RetryPolicy:
+        """The runner's policy with the job's attempt budget and, when the caller
+        waits a bounded time, a deadline no later than that."""
+        deadline = self._policy.deadline
+        if job.time_left is not None:
+            deadline = job.time_left if deadline is None else min(deadline, job.time_left)
+        return replace(self._policy, max_attempts=job.max_attempts, deadline=deadline)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc.aio
 from marketplace.execution.v1 import execution_pb2, execution_pb2_grpc
 from marketplace_common.auth import Role, require_role
+from marketplace_common.client import DEADLINE_MARGIN_SECONDS
 from marketplace_common.errors import (
     AgentError,
     ErrorType,
@@ -100,7 +101,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         require_role(*_WORKERS)
         names = ("prompt", "model", "output_schema", "max_attempts")
         complete = parse(CompleteRequest, fields(request, *names))
-        result = await self._service.complete(complete)
+        result = await self._service.complete(complete, _time_left(context))
         if result.error is not None or result.text is None:
             raise _complete_error(result)
         return execution_pb2.CompleteResponse(
@@ -108,6 +109,15 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             attempts=[attempt_pb(a) for a in result.attempts],
             model=result.model,
         )
+
+
+def _time_left(context: Context) -> float | None:
+    """Seconds until the caller's deadline, less a margin to send the answer back
+    (None without a deadline)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(remaining - DEADLINE_MARGIN_SECONDS, 0.001)
 
 
 def _complete_error(result: JobResult) -> AgentError:

@@ -149,12 +149,17 @@ class BidsGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One piece of LLM work, as the attempt loop runs it."""
+    """One piece of LLM work, as the attempt loop runs it.
+
+    ``time_left``: seconds the caller still waits (Complete's gRPC deadline);
+    the loop's deadline is the smaller of it and the configured one.
+    """
 
     prompt: str
     model: str
     output_schema: str | None
     max_attempts: int
+    time_left: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,13 +192,19 @@ class ExecutionService:
                         )
                         seen_status = event.execution.status
 
-    async def complete(self, request: CompleteRequest) -> JobResult:
-        """Runs the attempt loop now and returns its result (errors are in ``error``)."""
+    async def complete(self, request: CompleteRequest, time_left: float | None = None) -> JobResult:
+        """Runs the attempt loop now and returns its result (errors are in ``error``).
+
+        ``time_left`` is how long the caller still waits: the loop never plans
+        past it, so a server-directed delay longer than that fails at once
+        (TRANSIENT, with the delay for RetryInfo) instead of outliving the call.
+        """
         spec = JobSpec(
             prompt=request.prompt,
             model=request.model or self._config.default_model,
             output_schema=request.output_schema,
             max_attempts=request.attempts_budget,
+            time_left=time_left,
         )
         return await self._runner.run(spec)
 
