@@ -178,7 +178,7 @@ async def test_complete_of_pending_task_is_task_not_processing(bids: Harness) ->
     assert_error(d, grpc.StatusCode.FAILED_PRECONDITION, "TASK_NOT_PROCESSING", "PERMANENT")
 
 
-async def test_fail_of_completed_task_is_task_not_active(bids: Harness) -> None:
+async def test_fail_of_completed_task_is_task_not_processing(bids: Harness) -> None:
     task, execution_id = await completed_task(bids)
     d = await expect_error(
         bids.as_("service").FailTask(
@@ -191,7 +191,7 @@ async def test_fail_of_completed_task_is_task_not_active(bids: Harness) -> None:
             )
         )
     )
-    assert_error(d, grpc.StatusCode.FAILED_PRECONDITION, "TASK_NOT_ACTIVE", "PERMANENT")
+    assert_error(d, grpc.StatusCode.FAILED_PRECONDITION, "TASK_NOT_PROCESSING", "PERMANENT")
 
 
 async def test_complete_by_another_execution_is_execution_mismatch(bids: Harness) -> None:

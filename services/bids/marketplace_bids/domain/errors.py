@@ -9,7 +9,7 @@ No transport code here: marketplace_common.status maps the kinds to gRPC codes.
 | DeliveryNotFoundError | NotFound | DELIVERY_NOT_FOUND |
 | BidAlreadyActiveError | AlreadyExists | BID_ALREADY_ACTIVE |
 | InvalidTransitionError | FailedPrecondition | BID_NOT_PENDING, TASK_NOT_PENDING, |
-|  |  | TASK_NOT_PROCESSING, TASK_NOT_ACTIVE |
+|  |  | TASK_NOT_PROCESSING |
 | ExecutionMismatchError | FailedPrecondition | EXECUTION_MISMATCH |
 | TaskNotCompletedError | FailedPrecondition | TASK_NOT_COMPLETED |
 | IdempotencyKeyReusedError | InvalidArgument | IDEMPOTENCY_KEY_REUSED |
@@ -78,7 +78,7 @@ class InvalidTransitionError(FailedPreconditionError):
 
     The reason names the state the operation needs: ``BID_NOT_PENDING`` (withdraw,
     accept, reject on a decided bid), ``TASK_NOT_PENDING`` (start),
-    ``TASK_NOT_PROCESSING`` (complete), ``TASK_NOT_ACTIVE`` (fail a finished task).
+    ``TASK_NOT_PROCESSING`` (complete or fail a task that is not running).
     """
 
     def __init__(self, entity: str, entity_id: str, current: str, target: str, reason: str) -> None:

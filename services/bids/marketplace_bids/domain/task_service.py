@@ -37,11 +37,14 @@ from marketplace_bids.domain.requests import (
 )
 from marketplace_bids.domain.values import TaskStatus
 
-# What each transition needs: the allowed current statuses and the reason if not.
-_SOURCES: dict[TaskStatus, tuple[frozenset[TaskStatus], str]] = {
-    TaskStatus.PROCESSING: (frozenset({TaskStatus.PENDING}), "TASK_NOT_PENDING"),
-    TaskStatus.COMPLETED: (frozenset({TaskStatus.PROCESSING}), "TASK_NOT_PROCESSING"),
-    TaskStatus.FAILED: (frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING}), "TASK_NOT_ACTIVE"),
+# What each transition needs (contracts.md: PENDING -> PROCESSING -> COMPLETED |
+# FAILED, anything else FAILED_PRECONDITION): the one allowed current status, and
+# the reason naming it. A task nobody started cannot fail: an execution cancelled
+# before StartTask leaves it PENDING for another execution.
+_SOURCES: dict[TaskStatus, tuple[TaskStatus, str]] = {
+    TaskStatus.PROCESSING: (TaskStatus.PENDING, "TASK_NOT_PENDING"),
+    TaskStatus.COMPLETED: (TaskStatus.PROCESSING, "TASK_NOT_PROCESSING"),
+    TaskStatus.FAILED: (TaskStatus.PROCESSING, "TASK_NOT_PROCESSING"),
 }
 
 
@@ -151,7 +154,7 @@ class TaskService:
         return await self._transition(principal, step)
 
     async def fail_task(self, principal: Principal, req: FailTaskRequest) -> Task:
-        """PENDING or PROCESSING -> FAILED, with the final error."""
+        """PROCESSING -> FAILED, with the final error, by the execution that started the task."""
         step = _Step(
             "FailTask",
             req.task_id,
@@ -224,8 +227,8 @@ class TaskService:
 
 
 def _check_transition(task: Task, step: _Step) -> None:
-    sources, reason = _SOURCES[step.target]
-    if task.status not in sources:
+    source, reason = _SOURCES[step.target]
+    if task.status is not source:
         raise InvalidTransitionError(
             "task", task.task_id, task.status.value, step.target.value, reason
         )
