@@ -99,7 +99,9 @@ def create_engine(
     """Create an async engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL.
 
     A URL without a driver (``postgresql://``, ``sqlite:///``) gets the async
-    one. ``statement_timeout_ms`` / ``lock_timeout_ms`` become PostgreSQL
+    one. Bound parameters (user text) never appear in a database error's
+    message or in echoed SQL (``hide_parameters``), so error logs hold none.
+    ``statement_timeout_ms`` / ``lock_timeout_ms`` become PostgreSQL
     session settings (ignored on SQLite, whose waits are bounded by
     ``sqlite_busy_timeout_ms``). ``pool_timeout`` bounds the wait for a pooled
     connection; running out gives :class:`UnavailableError` in the helpers.
@@ -123,6 +125,7 @@ def create_engine(
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
             pool_pre_ping=True,
+            hide_parameters=True,
             connect_args={"server_settings": server_settings, "timeout": connect_timeout},
         )
     if backend == "sqlite":
@@ -155,7 +158,7 @@ def _sqlite_engine(
     pool_timeout: float,
     busy_timeout_ms: int,
 ) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if _is_memory_sqlite(url):
         # One shared StaticPool connection: pool sizing does not apply.
         pass

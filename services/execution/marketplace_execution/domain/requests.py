@@ -16,6 +16,7 @@ from marketplace_common.errors import FieldViolation, InvalidArgumentError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marketplace_execution.domain.models import DEFAULT_MAX_ATTEMPTS, ExecutionStatus
+from marketplace_execution.domain.text import has_invalid_text
 
 MAX_PROMPT_CHARS = 100_000
 MAX_MODEL_CHARS = 200
@@ -56,6 +57,15 @@ class LLMJob(_Edge):
     model: str = Field(default="", max_length=MAX_MODEL_CHARS)
     output_schema: str | None = Field(default=None, max_length=MAX_SCHEMA_CHARS)
     max_attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS_LIMIT)
+
+    @field_validator("prompt", "model", "output_schema")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        # PostgreSQL refuses NUL in text and no database stores a lone surrogate:
+        # refuse them here, naming the field, so both backends answer alike.
+        if value is not None and has_invalid_text(value):
+            raise ValueError("must not contain NUL characters or unpaired surrogates")
+        return value
 
     @field_validator("output_schema", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from marketplace_execution.domain.ports import (
     JobSpec,
 )
 from marketplace_execution.domain.requests import CompleteRequest, ListRequest, SubmitRequest
+from marketplace_execution.domain.text import storable
 
 _log = structlog.get_logger(__name__)
 
@@ -96,7 +97,7 @@ class ExecutionService:
         task = await self._bids.get_task(request.task_id)
         if task.status != "PENDING":
             raise TaskNotPendingError(task.task_id, task.status)
-        prompt = request.prompt or f"{task.title}\n\n{task.description}".strip()
+        prompt = request.prompt or storable(f"{task.title}\n\n{task.description}".strip())
         execution = await self._store.create(
             NewExecution(
                 execution_id=uuid.uuid4(),
