@@ -1,0 +1,73 @@
+"""Two replicas on one PostgreSQL database, and streams that outlive their callers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from execution_support import S, final_state, openai_settings, submit, wait_for_status
+from marketplace.bids.v1 import bids_pb2
+from marketplace.common.v1 import common_pb2
+from marketplace.execution.v1 import execution_pb2 as pb
+from marketplace_common.migrations import upgrade_async
+from marketplace_execution.migrations import MIGRATIONS_DIR
+
+
+async def test_cancel_through_one_replica_stops_a_run_on_another(
+    start_execution: Any, fake_bids: Any, pg_url: str
+) -> None:
+    bids, _ = fake_bids
+    await upgrade_async(pg_url, MIGRATIONS_DIR)
+    task_id = bids.add_task()
+    _, worker = await start_execution(database_url=pg_url, llm_offline_latency_seconds=30.0)
+    _, api_only = await start_execution(database_url=pg_url, workers=0, cancel_wait_seconds=10)
+    execution = await submit(api_only, task_id)
+    await wait_for_status(worker, execution.execution_id, S.EXECUTION_STATUS_RUNNING)
+    started = time.monotonic()
+    reply = await api_only.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=execution.execution_id), timeout=15
+    )
+    # Only the worker replica can end the 30 s call: its heartbeat (0.5 s) saw the cancel.
+    assert reply.execution.status == S.EXECUTION_STATUS_CANCELLED
+    assert time.monotonic() - started < 5
+    assert bids.transitions[task_id] == ["StartTask", "FailTask"]
+    assert "cancelled" in bids.fail_messages[task_id]
+
+
+async def test_watch_unsubscribes_when_the_client_goes_away(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    server, stub = await start_execution(llm_offline_latency_seconds=30.0)
+    execution = await submit(stub, bids.add_task())
+    execution_id = uuid.UUID(execution.execution_id)
+    call = stub.WatchExecution(pb.WatchExecutionRequest(execution_id=execution.execution_id))
+    await call.read()  # the first event: the server is subscribed now
+    bus = server.service._bus
+    assert bus.subscriber_count(execution_id) == 1
+    call.cancel()
+    for _ in range(250):
+        if bus.subscriber_count(execution_id) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert bus.subscriber_count(execution_id) == 0
+
+
+async def test_unauthorized_openai_key_fails_the_execution_and_the_task_after_one_attempt(
+    start_execution: Any, fake_bids: Any, openai_server: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    openai_server.fail(401, "Incorrect API key provided", code="invalid_api_key")
+    _, stub = await start_execution(**openai_settings(openai_server))
+    execution = await submit(stub, task_id, max_attempts=5)
+    final = await final_state(stub, execution.execution_id)
+    assert final.status == S.EXECUTION_STATUS_FAILED
+    assert final.error_type == common_pb2.ERROR_TYPE_PERMANENT
+    assert [a.error_type for a in final.attempts] == [common_pb2.ERROR_TYPE_PERMANENT]
+    assert [a.code for a in final.attempts] == ["401"]
+    assert len(openai_server.requests) == 1
+    assert bids.transitions[task_id] == ["StartTask", "FailTask"]
+    assert bids.tasks[task_id].status == bids_pb2.TASK_STATUS_FAILED
