@@ -47,3 +47,37 @@ async def test_complete_inside_a_running_loop_runs_on_a_private_loop_in_a_worker
 
     assert response.text != threading.current_thread().name
     assert provider.loops[0] is not asyncio.get_running_loop()
+
+
+class SlowProvider(LLMProvider):
+    """Answers after ``seconds`` of asyncio sleep."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    @property
+    def name(self) -> str:
+        return "slow"
+
+    async def complete_async(self, request: LLMRequest) -> LLMResponse:
+        await asyncio.sleep(self.seconds)
+        return LLMResponse(text="done", model="m")
+
+
+async def test_complete_inside_a_running_loop_holds_the_calling_thread_and_its_loop() -> None:
+    # As documented: the sync form blocks its caller, so the caller's loop runs nothing.
+    ticks: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    before = len(ticks)
+    with pytest.warns(RuntimeWarning):
+        SlowProvider(0.3).complete(LLMRequest.from_prompt("hello"))
+    after = len(ticks)
+    task.cancel()
+    assert after == before

@@ -121,14 +121,17 @@ class LLMProvider(abc.ABC):
         """Release connections; the default has nothing to release."""
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        """Synchronous ``complete_async`` for scripts.
+        """Synchronous ``complete_async`` for scripts. It blocks its calling thread.
 
+        Without a running event loop it runs the call with ``asyncio.run``.
         Called from a thread that runs an event loop, it warns (RuntimeWarning)
-        and runs the call on a private event loop in a worker thread: the
-        caller's loop is never re-entered, so this cannot deadlock or fail with
-        "asyncio.run() cannot be called from a running event loop". The calling
-        thread still waits for the answer (that is what a synchronous call is),
-        so code running on a loop should await ``complete_async`` instead.
+        and runs the call on a private event loop in a worker thread, so the
+        caller's loop is never re-entered and this cannot deadlock or fail with
+        "asyncio.run() cannot be called from a running event loop". It still
+        holds the calling thread until the answer arrives, and so it blocks
+        that thread's event loop for the whole LLM call: nothing else on the
+        loop runs meanwhile. Code running on a loop must await
+        ``complete_async`` instead; the warning says so.
         """
         try:
             asyncio.get_running_loop()
