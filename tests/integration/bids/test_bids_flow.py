@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from bids_support import AGENT, ALICE, Harness, accept_request, new_id, place_bid_request
+from datetime import UTC, datetime, timedelta
+
+from bids_support import (
+    AGENT,
+    ALICE,
+    Harness,
+    accept_request,
+    completed_task,
+    execute,
+    new_id,
+    place_bid_request,
+)
 from google.protobuf.duration_pb2 import Duration
 from marketplace.bids.v1 import bids_pb2
 from marketplace.common.v1 import common_pb2
@@ -54,3 +65,18 @@ async def test_bid_to_delivery_path(bids: Harness) -> None:
 
     events = await alice.ListBidEvents(bids_pb2.ListBidEventsRequest(bid_id=placed.bid_id))
     assert [e.event_id for e in events.events] == [accepted.event.event_id]
+
+
+async def test_delivery_completed_by_a_replica_whose_clock_is_ahead(bids: Harness) -> None:
+    task, _ = await completed_task(bids)
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    # The replica that completed the task stamped updated_at an hour ahead of ours.
+    # (SQLite holds naive UTC text in SQLAlchemy's format.)
+    stamp = ahead if "postgresql" in bids.url else f"{ahead:%Y-%m-%d %H:%M:%S.%f}"
+    sql = "UPDATE tasks SET updated_at = :t WHERE task_id = :id"
+    await execute(bids.url, sql, t=stamp, id=task.task_id)
+    issued = await bids.as_("alice").CreateDeliveryToken(
+        bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id)
+    )
+    reply = await bids.as_("alice").GetDelivery(bids_pb2.GetDeliveryRequest(token=issued.token))
+    assert reply.delivery.delivered_at.ToDatetime(tzinfo=UTC) == ahead

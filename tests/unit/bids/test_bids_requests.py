@@ -142,9 +142,29 @@ def test_delivery_response_checks_address_amount_and_timestamp() -> None:
         "address": {"email": "nope"},
         "result": "r",
         "amount": money(0, 0),
-        "delivered_at": {"at": datetime.now(UTC) + timedelta(days=1)},
+        "delivered_at": {"at": datetime(2024, 1, 1)},
     }
     assert fields(DeliveryResponse, data) == {"address.email", "amount", "delivered_at.at"}
+
+
+def test_delivery_timestamp_from_a_clock_ahead_is_accepted() -> None:
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    assert DeliveryTimestamp(at=ahead).at == ahead
+
+
+def test_bad_currency_and_zero_amount_are_both_reported() -> None:
+    data = {"request_id": UUID, "client_email": "a@example.com", "title": "t"}
+    for amount in (money(0, 0, "eur"), money(-3, -5, "XYZ")):
+        budget = fields(r.CreateTaskRequest, {**data, "budget": amount})
+        assert budget == {"budget.currency_code", "budget"}
+
+
+def test_mixed_signs_report_the_sign_alone() -> None:
+    data = {"request_id": UUID, "client_email": "a@example.com", "title": "t"}
+    assert fields(r.CreateTaskRequest, {**data, "budget": money(-1, 5, "eur")}) == {
+        "budget.currency_code",
+        "budget.nanos",
+    }
 
 
 def test_delivery_response_accepts_good_values() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -13,11 +14,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Active ISO 4217 codes of real currencies (funds, metals and test codes left out).
 _ISO_4217_TEXT = """
@@ -138,15 +141,54 @@ class Money(BaseModel):
             raise PydanticCustomError("sign", "units and nanos must have the same sign")
         return value
 
-    @model_validator(mode="after")
-    def _positive(self) -> Money:
-        if self.units < 0 or self.nanos < 0 or (self.units == 0 and self.nanos == 0):
+    @model_validator(mode="wrap")
+    @classmethod
+    def _positive(cls, data: Any, handler: ModelWrapValidatorHandler[Money]) -> Money:
+        # An "after" validator would not run once a field failed, so a bad currency
+        # would hide a zero amount: the raw amount is checked too, and reported
+        # together with the field errors (every violated field is listed).
+        try:
+            money = handler(data)
+        except ValidationError as exc:
+            if not _raw_amount_not_positive(data):
+                raise
+            details = [*_line_errors(exc), _amount_error(data)]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+        if money.units <= 0 and money.nanos <= 0:
             raise PydanticCustomError("amount", "amount must be above zero")
-        return self
+        return money
 
     def as_decimal(self) -> Decimal:
         """The amount as an exact Decimal (for display and comparisons)."""
         return Decimal(self.units) + Decimal(self.nanos) / NANOS_PER_UNIT
+
+
+def _raw_amount_not_positive(data: Any) -> bool:
+    # Mixed signs are the "sign" error alone; only a same-sign amount <= 0 is added.
+    if not isinstance(data, Mapping):
+        return False
+    units, nanos = data.get("units"), data.get("nanos")
+    if type(units) is not int or type(nanos) is not int:
+        return False
+    return units <= 0 and nanos <= 0
+
+
+def _amount_error(data: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("amount", "amount must be above zero"), loc=(), input=data
+    )
+
+
+def _line_errors(exc: ValidationError) -> list[InitErrorDetails]:
+    # The messages are already rendered; carry them over as they are.
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(error["type"], error["msg"]),
+            loc=error["loc"],
+            input=error["input"],
+        )
+        for error in exc.errors(include_url=False)
+    ]
 
 
 def violation_field(loc: tuple[Any, ...], ctx: dict[str, Any] | None) -> str:
