@@ -12,9 +12,19 @@ from datetime import datetime
 from typing import Any
 
 from marketplace_common.errors import ErrorType
-from sqlalchemy import ColumnElement, Select, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task, TaskEvent
 from marketplace_bids.domain.pagination import Keyset
@@ -54,7 +64,7 @@ def _after(created: Any, ident: Any, after: Keyset | None, *, newest_first: bool
     return row < bound if newest_first else row > bound
 
 
-def _task(row: TaskRow) -> Task:
+def _task(row: Any) -> Task:
     return Task(
         task_id=row.task_id,
         client_email=row.client_email,
@@ -73,7 +83,7 @@ def _task(row: TaskRow) -> Task:
     )
 
 
-def _bid(row: BidRow) -> Bid:
+def _bid(row: Any) -> Bid:
     return Bid(
         bid_id=row.bid_id,
         marketplace=row.marketplace,
@@ -89,7 +99,7 @@ def _bid(row: BidRow) -> Bid:
     )
 
 
-def _event(row: BidEventRow) -> BidEvent:
+def _event(row: Any) -> BidEvent:
     return BidEvent(
         event_id=row.event_id,
         bid_id=row.bid_id,
@@ -159,188 +169,212 @@ def bid_event_list_statement(bid_id: str, after: Keyset | None, limit: int) -> S
     )
 
 
-class SqlTaskRepository:
+class _Repository:
+    """Core statements on the session's connection.
+
+    The hot paths (every transition, PlaceBid) run a handful of fixed
+    statements; executing them as Core on the transaction's connection skips
+    the ORM's identity map and flush machinery, and the statements below are
+    built once, so SQLAlchemy's compiled cache keys are memoized with them.
+    """
+
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
+        self._conn: AsyncConnection | None = None
 
+    async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Any:
+        conn = self._conn
+        if conn is None:  # one transaction, one connection: ask the session once
+            conn = self._conn = await self._s.connection()
+        return await conn.execute(stmt, params)
+
+
+def _table(row: type[Any]) -> Table:
+    table: Table = row.__table__
+    return table
+
+
+_TASKS, _BIDS = _table(TaskRow), _table(BidRow)
+_BID_EVENTS, _TASK_EVENTS = _table(BidEventRow), _table(TaskEventRow)
+_KEYS, _DELIVERY_TOKENS = _table(IdempotencyRow), _table(DeliveryTokenRow)
+
+_TASK_GET = select(TaskRow).where(TaskRow.task_id == bindparam("task_id"))
+_TASK_GET_LOCKED = _lock(_TASK_GET)
+_TASK_UPDATE = (
+    update(_TASKS)
+    .where(_TASKS.c.task_id == bindparam("w_task_id"))
+    .values(
+        status=bindparam("v_status"),
+        execution_id=bindparam("v_execution_id"),
+        result=bindparam("v_result"),
+        error_type=bindparam("v_error_type"),
+        updated_at=bindparam("v_updated_at"),
+    )
+)
+_BID_GET = select(BidRow).where(BidRow.bid_id == bindparam("bid_id"))
+_BID_GET_LOCKED = _lock(_BID_GET)
+_BID_PENDING = select(BidRow).where(
+    BidRow.marketplace == bindparam("marketplace"),
+    BidRow.job_id == bindparam("job_id"),
+    BidRow.agent_id == bindparam("agent_id"),
+    BidRow.status == BidStatus.PENDING.value,
+)
+_BID_UPDATE = (
+    update(_BIDS)
+    .where(_BIDS.c.bid_id == bindparam("w_bid_id"))
+    .values(status=bindparam("v_status"), updated_at=bindparam("v_updated_at"))
+)
+_KEY_GET = select(IdempotencyRow.fingerprint, IdempotencyRow.response).where(
+    IdempotencyRow.scope == bindparam("scope"), IdempotencyRow.key == bindparam("key")
+)
+_TOKEN_GET = select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == bindparam("token_hash"))
+
+
+class SqlTaskRepository(_Repository):
     async def get(self, task_id: str, *, lock: bool = False) -> Task | None:
-        stmt = select(TaskRow).where(TaskRow.task_id == task_id)
-        row = (await self._s.execute(_lock(stmt) if lock else stmt)).scalar_one_or_none()
+        stmt = _TASK_GET_LOCKED if lock else _TASK_GET
+        row = (await self._execute(stmt, {"task_id": task_id})).one_or_none()
         return None if row is None else _task(row)
 
     async def add(self, task: Task) -> None:
-        self._s.add(
-            TaskRow(
-                task_id=task.task_id,
-                client_email=task.client_email,
-                title=task.title,
-                description=task.description,
-                budget_currency=task.budget.currency_code,
-                budget_units=task.budget.units,
-                budget_nanos=task.budget.nanos,
-                status=task.status.value,
-                bid_id=task.bid_id,
-                execution_id=task.execution_id,
-                result=task.result,
-                error_type=task.error_type.value if task.error_type else None,
-                created_at=task.created_at,
-                updated_at=task.updated_at,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "task_id": task.task_id,
+            "client_email": task.client_email,
+            "title": task.title,
+            "description": task.description,
+            "budget_currency": task.budget.currency_code,
+            "budget_units": task.budget.units,
+            "budget_nanos": task.budget.nanos,
+            "status": task.status.value,
+            "bid_id": task.bid_id,
+            "execution_id": task.execution_id,
+            "result": task.result,
+            "error_type": task.error_type.value if task.error_type else None,
+            "created_at": task.created_at,
+            "updated_at": task.updated_at,
+        }
+        await self._execute(insert(_TASKS), values)
 
     async def update(self, task: Task) -> None:
-        await self._s.execute(
-            update(TaskRow)
-            .where(TaskRow.task_id == task.task_id)
-            .values(
-                status=task.status.value,
-                execution_id=task.execution_id,
-                result=task.result,
-                error_type=task.error_type.value if task.error_type else None,
-                updated_at=task.updated_at,
-            )
-        )
+        values = {
+            "w_task_id": task.task_id,
+            "v_status": task.status.value,
+            "v_execution_id": task.execution_id,
+            "v_result": task.result,
+            "v_error_type": task.error_type.value if task.error_type else None,
+            "v_updated_at": task.updated_at,
+        }
+        await self._execute(_TASK_UPDATE, values)
 
     async def list(self, filters: TaskFilter, after: Keyset | None, limit: int) -> list[Task]:
         stmt = task_list_statement(filters, after, limit)
-        return [_task(r) for r in (await self._s.execute(stmt)).scalars()]
+        return [_task(r) for r in await self._execute(stmt)]
 
 
-class SqlBidRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._s = session
-
+class SqlBidRepository(_Repository):
     async def get(self, bid_id: str, *, lock: bool = False) -> Bid | None:
-        stmt = select(BidRow).where(BidRow.bid_id == bid_id)
-        row = (await self._s.execute(_lock(stmt) if lock else stmt)).scalar_one_or_none()
+        stmt = _BID_GET_LOCKED if lock else _BID_GET
+        row = (await self._execute(stmt, {"bid_id": bid_id})).one_or_none()
         return None if row is None else _bid(row)
 
     async def find_pending(self, marketplace: str, job_id: str, agent_id: str) -> Bid | None:
-        stmt = select(BidRow).where(
-            BidRow.marketplace == marketplace,
-            BidRow.job_id == job_id,
-            BidRow.agent_id == agent_id,
-            BidRow.status == BidStatus.PENDING.value,
-        )
-        row = (await self._s.execute(stmt)).scalar_one_or_none()
+        params = {"marketplace": marketplace, "job_id": job_id, "agent_id": agent_id}
+        row = (await self._execute(_BID_PENDING, params)).one_or_none()
         return None if row is None else _bid(row)
 
     async def add(self, bid: Bid) -> None:
-        self._s.add(
-            BidRow(
-                bid_id=bid.bid_id,
-                marketplace=bid.marketplace,
-                job_id=bid.job_id,
-                agent_id=bid.agent_id,
-                amount_currency=bid.amount.currency_code,
-                amount_units=bid.amount.units,
-                amount_nanos=bid.amount.nanos,
-                proposal=bid.proposal,
-                status=bid.status.value,
-                created_at=bid.created_at,
-                updated_at=bid.updated_at,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "bid_id": bid.bid_id,
+            "marketplace": bid.marketplace,
+            "job_id": bid.job_id,
+            "agent_id": bid.agent_id,
+            "amount_currency": bid.amount.currency_code,
+            "amount_units": bid.amount.units,
+            "amount_nanos": bid.amount.nanos,
+            "proposal": bid.proposal,
+            "status": bid.status.value,
+            "created_at": bid.created_at,
+            "updated_at": bid.updated_at,
+        }
+        await self._execute(insert(_BIDS), values)
 
     async def update(self, bid: Bid) -> None:
-        await self._s.execute(
-            update(BidRow)
-            .where(BidRow.bid_id == bid.bid_id)
-            .values(status=bid.status.value, updated_at=bid.updated_at)
-        )
+        values = {
+            "w_bid_id": bid.bid_id,
+            "v_status": bid.status.value,
+            "v_updated_at": bid.updated_at,
+        }
+        await self._execute(_BID_UPDATE, values)
 
     async def list(self, filters: BidFilter, after: Keyset | None, limit: int) -> list[Bid]:
         stmt = bid_list_statement(filters, after, limit)
-        return [_bid(r) for r in (await self._s.execute(stmt)).scalars()]
+        return [_bid(r) for r in await self._execute(stmt)]
 
 
-class SqlBidEventRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._s = session
-
+class SqlBidEventRepository(_Repository):
     async def add(self, event: BidEvent) -> None:
-        self._s.add(
-            BidEventRow(
-                event_id=event.event_id,
-                bid_id=event.bid_id,
-                previous_status=event.previous_status.value,
-                new_status=event.new_status.value,
-                reason=event.reason,
-                actor=event.actor,
-                created_at=event.created_at,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "event_id": event.event_id,
+            "bid_id": event.bid_id,
+            "previous_status": event.previous_status.value,
+            "new_status": event.new_status.value,
+            "reason": event.reason,
+            "actor": event.actor,
+            "created_at": event.created_at,
+        }
+        await self._execute(insert(_BID_EVENTS), values)
 
     async def list(self, bid_id: str, after: Keyset | None, limit: int) -> list[BidEvent]:
         stmt = bid_event_list_statement(bid_id, after, limit)
-        return [_event(r) for r in (await self._s.execute(stmt)).scalars()]
+        return [_event(r) for r in await self._execute(stmt)]
 
 
-class SqlTaskEventRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._s = session
-
+class SqlTaskEventRepository(_Repository):
     async def add(self, event: TaskEvent) -> None:
-        self._s.add(
-            TaskEventRow(
-                event_id=event.event_id,
-                task_id=event.task_id,
-                previous_status=event.previous_status.value,
-                new_status=event.new_status.value,
-                execution_id=event.execution_id,
-                actor=event.actor,
-                created_at=event.created_at,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "event_id": event.event_id,
+            "task_id": event.task_id,
+            "previous_status": event.previous_status.value,
+            "new_status": event.new_status.value,
+            "execution_id": event.execution_id,
+            "actor": event.actor,
+            "created_at": event.created_at,
+        }
+        await self._execute(insert(_TASK_EVENTS), values)
 
 
-class SqlIdempotencyRepository:
+class SqlIdempotencyRepository(_Repository):
     def __init__(self, session: AsyncSession, now: datetime) -> None:
-        self._s = session
+        super().__init__(session)
         self._now = now
 
     async def get(self, scope: str, key: str) -> StoredResponse | None:
-        stmt = select(IdempotencyRow.fingerprint, IdempotencyRow.response).where(
-            IdempotencyRow.scope == scope, IdempotencyRow.key == key
-        )
-        row = (await self._s.execute(stmt)).one_or_none()
+        row = (await self._execute(_KEY_GET, {"scope": scope, "key": key})).one_or_none()
         return None if row is None else StoredResponse(row.fingerprint, bytes(row.response))
 
     async def add(self, scope: str, key: str, record: StoredResponse) -> None:
-        self._s.add(
-            IdempotencyRow(
-                scope=scope,
-                key=key,
-                fingerprint=record.fingerprint,
-                response=record.response,
-                created_at=self._now,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "scope": scope,
+            "key": key,
+            "fingerprint": record.fingerprint,
+            "response": record.response,
+            "created_at": self._now,
+        }
+        await self._execute(insert(_KEYS), values)
 
 
-class SqlDeliveryTokenRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._s = session
-
+class SqlDeliveryTokenRepository(_Repository):
     async def add(self, token: DeliveryToken) -> None:
-        self._s.add(
-            DeliveryTokenRow(
-                token_hash=token.token_hash,
-                task_id=token.task_id,
-                expires_at=token.expires_at,
-                created_at=token.created_at,
-            )
-        )
-        await self._s.flush()
+        values = {
+            "token_hash": token.token_hash,
+            "task_id": token.task_id,
+            "expires_at": token.expires_at,
+            "created_at": token.created_at,
+        }
+        await self._execute(insert(_DELIVERY_TOKENS), values)
 
     async def get(self, token_hash: str) -> DeliveryToken | None:
-        stmt = select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == token_hash)
-        row = (await self._s.execute(stmt)).scalar_one_or_none()
+        row = (await self._execute(_TOKEN_GET, {"token_hash": token_hash})).one_or_none()
         if row is None:
             return None
         return DeliveryToken(
@@ -375,6 +409,9 @@ async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
     """A nested transaction; a unique violation rolls it back and becomes DuplicateKeyError."""
     try:
         async with session.begin_nested():
+            # The repositories write through the connection, not the session:
+            # procure it here so the SAVEPOINT is emitted before their statements.
+            await session.connection()
             yield
     except IntegrityError as exc:
         key = _unique_key(exc)
