@@ -222,7 +222,8 @@ class BidServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FailTask(self, request, context):
-        """Task PENDING or PROCESSING -> FAILED with an error. Idempotent on event_id.
+        """Task PROCESSING -> FAILED with an error (a PENDING task cannot fail:
+        FAILED_PRECONDITION TASK_NOT_PROCESSING). Idempotent on event_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

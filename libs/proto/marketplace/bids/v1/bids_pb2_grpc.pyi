@@ -73,7 +73,9 @@ class BidServiceStub:
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_bids_pb2.CompleteTaskRequest, _bids_pb2.CompleteTaskResponse]
     """Task PROCESSING -> COMPLETED with a result. Idempotent on event_id."""
     FailTask: _grpc.UnaryUnaryMultiCallable[_bids_pb2.FailTaskRequest, _bids_pb2.FailTaskResponse]
-    """Task PENDING or PROCESSING -> FAILED with an error. Idempotent on event_id."""
+    """Task PROCESSING -> FAILED with an error (a PENDING task cannot fail:
+    FAILED_PRECONDITION TASK_NOT_PROCESSING). Idempotent on event_id.
+    """
     CreateDeliveryToken: _grpc.UnaryUnaryMultiCallable[_bids_pb2.CreateDeliveryTokenRequest, _bids_pb2.CreateDeliveryTokenResponse]
     """Issues a delivery token for a COMPLETED task, to its client only. The
     token is shown once and stored hashed.
@@ -128,7 +130,9 @@ class BidServiceAsyncStub(BidServiceStub):
     CompleteTask: _aio.UnaryUnaryMultiCallable[_bids_pb2.CompleteTaskRequest, _bids_pb2.CompleteTaskResponse]  # type: ignore[assignment]
     """Task PROCESSING -> COMPLETED with a result. Idempotent on event_id."""
     FailTask: _aio.UnaryUnaryMultiCallable[_bids_pb2.FailTaskRequest, _bids_pb2.FailTaskResponse]  # type: ignore[assignment]
-    """Task PENDING or PROCESSING -> FAILED with an error. Idempotent on event_id."""
+    """Task PROCESSING -> FAILED with an error (a PENDING task cannot fail:
+    FAILED_PRECONDITION TASK_NOT_PROCESSING). Idempotent on event_id.
+    """
     CreateDeliveryToken: _aio.UnaryUnaryMultiCallable[_bids_pb2.CreateDeliveryTokenRequest, _bids_pb2.CreateDeliveryTokenResponse]  # type: ignore[assignment]
     """Issues a delivery token for a COMPLETED task, to its client only. The
     token is shown once and stored hashed.
@@ -258,7 +262,9 @@ class BidServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _bids_pb2.FailTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bids_pb2.FailTaskResponse, _abc.Awaitable[_bids_pb2.FailTaskResponse]]:
-        """Task PENDING or PROCESSING -> FAILED with an error. Idempotent on event_id."""
+        """Task PROCESSING -> FAILED with an error (a PENDING task cannot fail:
+        FAILED_PRECONDITION TASK_NOT_PROCESSING). Idempotent on event_id.
+        """
 
     @_abc_1.abstractmethod
     def CreateDeliveryToken(
