@@ -33,6 +33,8 @@ def _dsn(url: str) -> str:
 async def _wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
     """Until another backend of this database waits on a lock (the bids transaction)."""
     for _ in range(500):
+        # Inside a transaction the activity view is a snapshot: take a fresh one.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
         waiting = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
@@ -50,6 +52,8 @@ async def _withdraw_through_a_deadlock(pg_url: str, attempts: int) -> tuple[str,
     # Detect the deadlock quickly (new sessions of this database only).
     database = make_url(pg_url).database
     await holder.execute(f"ALTER DATABASE \"{database}\" SET deadlock_timeout = '100ms'")
+    # The holder never runs the deadlock check first, so the bids backend is the victim.
+    await holder.execute("SET deadlock_timeout = '30s'")
     h = await open_harness(pg_url, transaction_attempts=attempts)
     try:
         bid = (await h.as_("agent").PlaceBid(place_bid_request())).bid
@@ -66,9 +70,9 @@ async def _withdraw_through_a_deadlock(pg_url: str, attempts: int) -> tuple[str,
         request = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=event_id)
         call = asyncio.ensure_future(h.as_("agent").WithdrawBid(request))
         await _wait_for_lock_waiter(holder)
-        # ... and the holder now waits on the bid row: a deadlock. The bids backend,
-        # waiting longer, detects it and is the victim (40P01); this lock is granted
-        # only once its first attempt rolled back.
+        # ... and the holder now waits on the bid row: a deadlock. The bids backend
+        # detects it and is the victim (40P01); this lock is granted only once its
+        # first attempt rolled back.
         await holder.execute("SELECT 1 FROM bids WHERE bid_id = $1 FOR UPDATE", bid.bid_id)
         await tx.rollback()
         try:
