@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from marketplace_common.db import run_transaction
+from marketplace_common.rpc_context import current_call
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -47,7 +48,12 @@ class SqlUnitOfWork:
     Serialization failures and deadlocks are retried by the kit's
     run_transaction, then become ABORTED (ConflictError); a lost database
     becomes UNAVAILABLE. On PostgreSQL each write transaction bounds its row
-    lock waits with ``SET LOCAL lock_timeout`` (a timeout is ABORTED + RetryInfo).
+    lock waits with a local ``lock_timeout`` (a timeout is ABORTED + RetryInfo),
+    and when the RPC being served has a deadline, every transaction gets a
+    local ``statement_timeout`` of the time left: a request whose caller gave
+    up does not keep a statement (or a lock wait) running in the database
+    (the timeout is DEADLINE_EXCEEDED). SQLite waits are bounded by its busy
+    timeout.
     """
 
     def __init__(
@@ -58,13 +64,44 @@ class SqlUnitOfWork:
         attempts: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._lock_timeout = f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"
+        self._lock_timeout_ms = str(int(lock_timeout_ms))
         self._attempts = attempts
 
     async def run(self, fn: Callable[[Repositories], Awaitable[T]], *, write: bool = True) -> T:
         async def work(session: AsyncSession) -> T:
-            if write and session.get_bind().dialect.name == "postgresql":
-                await session.execute(text(self._lock_timeout))
+            if session.get_bind().dialect.name == "postgresql":
+                await self._set_timeouts(session, write=write)
             return await fn(SqlRepositories(session))
 
         return await run_transaction(self._sessionmaker, work, write=write, attempts=self._attempts)
+
+    async def _set_timeouts(self, session: AsyncSession, *, write: bool) -> None:
+        # One round trip; set_config(..., true) is SET LOCAL: it ends with the transaction.
+        # Computed per attempt, so a retried transaction gets only the time still left.
+        statement_ms = deadline_ms()
+        if statement_ms is None:
+            if write:
+                await session.execute(_SET_LOCK_TIMEOUT, {"lock": self._lock_timeout_ms})
+        elif write:
+            params = {"lock": self._lock_timeout_ms, "statement": str(statement_ms)}
+            await session.execute(_SET_BOTH_TIMEOUTS, params)
+        else:
+            await session.execute(_SET_STATEMENT_TIMEOUT, {"statement": str(statement_ms)})
+
+
+_SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :lock, true)")
+_SET_STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :statement, true)")
+_SET_BOTH_TIMEOUTS = text(
+    "SELECT set_config('lock_timeout', :lock, true), "
+    "set_config('statement_timeout', :statement, true)"
+)
+
+
+def deadline_ms() -> int | None:
+    """Milliseconds left before the current RPC's deadline (at least 1), None without one."""
+    call = current_call()
+    remaining = None if call is None else call.time_remaining()
+    if remaining is None:
+        return None
+    # 0 would mean "no timeout" to PostgreSQL: a spent deadline gets the minimum.
+    return max(1, int(remaining * 1000))
