@@ -34,6 +34,9 @@ async def pg_bids(pg_url: str) -> AsyncIterator[Harness]:
 
 async def _wait_for_lock_waiter(admin: asyncpg.Connection) -> int:
     for _ in range(100):
+        # Inside the holder's transaction pg_stat_activity is a snapshot taken at
+        # its first read; drop it so every poll sees the backends as they are now.
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
         pid = await admin.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
