@@ -221,6 +221,18 @@ async def test_pool_recovers_after_every_backend_is_terminated(
     assert results == [1, 1, 1]
 
 
+async def test_a_live_pooled_connection_survives_the_checkout_ping(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The ping must pass on a healthy connection: a failing one would silently
+    # reconnect on every checkout (correct, but a new backend per transaction).
+    async def backend(session: AsyncSession) -> int | None:
+        return await session.scalar(text("SELECT pg_backend_pid()"))
+
+    first = await run_transaction(sessions, backend)
+    assert [await run_transaction(sessions, backend) for _ in range(3)] == [first] * 3
+
+
 async def test_refused_connection_is_unavailable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

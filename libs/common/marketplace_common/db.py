@@ -3,10 +3,11 @@
 Two backends:
 
 * PostgreSQL through asyncpg (``postgresql+asyncpg://user@host:5432/db``):
-  pooled connections are pinged on checkout (``pool_pre_ping``), so after a
-  database restart the first checkout notices the dead connection, the pool
-  drops every connection of that generation, and the service recovers without
-  a restart. A connection lost in the middle of a transaction becomes
+  pooled connections are pinged on checkout (one round trip, see
+  :func:`_ping_on_checkout`), so after a database restart the first checkout
+  notices the dead connection, the pool drops every connection of that
+  generation, and the service recovers without a restart. A connection lost
+  in the middle of a transaction becomes
   :class:`~marketplace_common.errors.UnavailableError`, never INTERNAL.
 * SQLite through aiosqlite (``sqlite+aiosqlite:///path/to/file.db``), the
   embedded default. Every connection runs in WAL mode with a busy timeout and
@@ -48,6 +49,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_only
 
 from marketplace_common.errors import (
     AgentError,
@@ -118,16 +121,18 @@ def create_engine(
             server_settings["statement_timeout"] = str(int(statement_timeout_ms))
         if lock_timeout_ms is not None:
             server_settings["lock_timeout"] = str(int(lock_timeout_ms))
-        return create_async_engine(
+        engine = create_async_engine(
             sa_url,
             echo=echo,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
-            pool_pre_ping=True,
             hide_parameters=True,
             connect_args={"server_settings": server_settings, "timeout": connect_timeout},
         )
+        event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
+        event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
+        return engine
     if backend == "sqlite":
         if sa_url.drivername == "sqlite":
             sa_url = sa_url.set(drivername="sqlite+aiosqlite")
@@ -142,6 +147,33 @@ def create_engine(
             busy_timeout_ms=sqlite_busy_timeout_ms,
         )
     raise ValueError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
+
+
+_FRESH = "marketplace_fresh"
+
+
+def _mark_fresh(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_FRESH] = True
+
+
+def _ping_on_checkout(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Pre-ping in one round trip: ``SELECT 1`` as a simple query on the asyncpg connection.
+
+    SQLAlchemy's own ``pool_pre_ping`` for asyncpg wraps its ping in a
+    transaction (for pgbouncer's transaction mode, which we do not use):
+    BEGIN, ``;``, ROLLBACK, three round trips on every checkout. Same effect
+    here: a connection just opened is not pinged; a dead one invalidates the
+    whole pool generation (as a failed pre-ping does) and the pool retries
+    the checkout with a new connection.
+    """
+    if record.info.pop(_FRESH, False):
+        return
+    try:
+        await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
+    except Exception as exc:
+        raise sa_exc.InvalidatePoolError("pre-ping failed") from exc
 
 
 def _is_memory_sqlite(url: URL) -> bool:
@@ -291,7 +323,7 @@ async def run_transaction(
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
-    jitter = rng or random.Random()
+    jitter = rng
     for attempt in range(1, attempts + 1):
         try:
             async with _transaction(sessionmaker, write=write) as session:
@@ -299,6 +331,7 @@ async def run_transaction(
         except Exception as exc:
             kind = _classify(exc)
             if kind in _RETRYABLE and attempt < attempts:
+                jitter = jitter or random.Random()  # only a retry needs one
                 delay = jitter.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
                 _log.info(
                     "db.transaction_retry",
