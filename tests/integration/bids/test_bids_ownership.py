@@ -88,3 +88,21 @@ async def test_only_the_tasks_client_gets_a_delivery_token(bids: Harness) -> Non
         d = await expect_error(bids.as_(who).CreateDeliveryToken(request))
         assert d.code == DENIED
     assert (await bids.as_("alice").CreateDeliveryToken(request)).token
+
+
+async def test_only_the_tasks_client_redeems_its_delivery_token(bids: Harness) -> None:
+    task, _ = await completed_task(bids, client="alice")
+    issued = await bids.as_("alice").CreateDeliveryToken(
+        bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id)
+    )
+    redeem = bids_pb2.GetDeliveryRequest(token=issued.token)
+    unknown = await expect_error(
+        bids.as_("bob").GetDelivery(bids_pb2.GetDeliveryRequest(token=issued.token + "x"))
+    )
+    for who in ("bob", "agent", "service"):
+        d = await expect_error(bids.as_(who).GetDelivery(redeem))
+        # The same answer as for an unknown token: a leaked token reveals nothing.
+        assert (d.code, d.info.reason) == (grpc.StatusCode.NOT_FOUND, "DELIVERY_NOT_FOUND")
+        assert (d.message, d.info.metadata) == (unknown.message, unknown.info.metadata)
+    for who in ("alice", "admin"):
+        assert (await bids.as_(who).GetDelivery(redeem)).delivery.task_id == task.task_id

@@ -8,7 +8,9 @@
 * service (the execution service): GetTask, ListTasks, StartTask,
   CompleteTask, FailTask on any task.
 * admin: everything.
-* GetDelivery: any authenticated caller; the token itself is the capability.
+* GetDelivery: the task's client (and admin), holding the token: a client sees
+  only its own deliveries, so a token that leaked to anyone else is refused
+  like an unknown one (no oracle).
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def check_can_see_task(principal: Principal, task: Task) -> None:
     if principal.role in (Role.ADMIN, Role.SERVICE):
         return
     require_client(principal, "see", task.client_email)
+
+
+def may_redeem_delivery(principal: Principal, task: Task) -> bool:
+    """Admin, or the client who ordered the task (the caller also needs the token)."""
+    if principal.role is Role.ADMIN:
+        return True
+    return principal.role is Role.CLIENT and _same_email(principal, task.client_email)
 
 
 def check_can_see_bid(principal: Principal, bid: Bid) -> None:

@@ -78,6 +78,9 @@ class DeliveryService:
             task = await repos.tasks.get(record.task_id)
             if task is None or task.status is not TaskStatus.COMPLETED:
                 raise DeliveryNotFoundError()
+            # Someone else's token answers like an unknown one: no oracle.
+            if not access.may_redeem_delivery(principal, task):
+                raise DeliveryNotFoundError()
             return DeliveryResponse(
                 task_id=task.task_id,
                 address=DeliveryAddress(email=task.client_email),
