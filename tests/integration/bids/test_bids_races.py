@@ -130,3 +130,37 @@ async def test_concurrent_place_bid_with_one_request_id_returns_one_bid(
     assert not failed
     assert len({r.bid.bid_id for r in ok}) == 1
     assert await scalar(first.url, "SELECT count(*) FROM bids WHERE job_id = 'race-4'") == 1
+
+
+async def test_one_event_id_on_two_bids_at_once_is_used_once(
+    pair: tuple[Harness, Harness],
+) -> None:
+    """The transition's savepoint and replay path: the loser's idempotency insert collides,
+    its savepoint rolls back alone, and it answers IDEMPOTENCY_KEY_REUSED (never INTERNAL
+    or ABORTED); exactly one of the two bids moves and one event is written."""
+    first, second = pair
+    rounds = 10
+    calls, bid_pairs = [], []
+    for i in range(rounds):
+        a = await _place(first.as_("agent"), job_id=f"shared-{i}-a")
+        b = await _place(first.as_("agent"), job_id=f"shared-{i}-b")
+        event_id = new_id()
+        bid_pairs.append((a.bid_id, b.bid_id))
+        for harness, bid in ((first, a), (second, b)):
+            request = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=event_id)
+            calls.append(harness.as_("agent").WithdrawBid(request))
+    ok, failed = await _outcomes(calls)
+    reasons = Counter((d.code, d.info.reason) for d in map(details, failed))
+    assert len(ok) == rounds
+    assert reasons == {(grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"): rounds}
+    for a, b in bid_pairs:
+        withdrawn = await scalar(
+            first.url,
+            "SELECT count(*) FROM bids WHERE bid_id IN (:a, :b) AND status = 'WITHDRAWN'",
+            a=a,
+            b=b,
+        )
+        events = await scalar(
+            first.url, "SELECT count(*) FROM bid_events WHERE bid_id IN (:a, :b)", a=a, b=b
+        )
+        assert (withdrawn, events) == (1, 1)
