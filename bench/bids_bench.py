@@ -76,6 +76,7 @@ from marketplace_bids.migrations import SCRIPT_LOCATION
 from marketplace_bids.server import create_server
 from marketplace_bids.settings import BidsSettings
 from marketplace_bids.storage.repositories import task_list_statement
+from marketplace_common import runtime
 from marketplace_common.auth import hash_token
 from marketplace_common.logging import configure_logging
 from marketplace_common.migrations import upgrade_async
@@ -900,9 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve-instance", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_instance:
-        return asyncio.run(serve_instance(args.serve_instance, service_options(args)))
+        return runtime.run(serve_instance(args.serve_instance, service_options(args)))
     try:
-        return asyncio.run(amain(args))
+        return runtime.run(amain(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: the instances were stopped and the database dropped", file=sys.stderr)
         return 130

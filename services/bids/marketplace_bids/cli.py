@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
+from marketplace_common import runtime
 from marketplace_common.auth import AuthConfigError
 from marketplace_common.logging import configure_logging, get_logger
 from marketplace_common.migrations import upgrade_async
@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = BidsSettings()
     configure_logging(settings.log_level, settings.log_json)
     if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    return asyncio.run(_serve(settings, args.migrate))
+        return runtime.run(_migrate(settings))
+    return runtime.run(_serve(settings, args.migrate))
 
 
 if __name__ == "__main__":
