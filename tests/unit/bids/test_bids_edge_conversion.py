@@ -53,8 +53,14 @@ def test_timestamps_at_the_edges_of_the_range_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     "ttl",
-    [Duration(seconds=2**62), Duration(seconds=-(2**62)), Duration(seconds=1, nanos=-(10**9))],
-    ids=["huge", "very-negative", "nanos-overflow"],
+    [
+        Duration(seconds=2**62),
+        Duration(seconds=-(2**62)),
+        Duration(seconds=1, nanos=-(10**9)),
+        Duration(seconds=5, nanos=-5),
+        Duration(seconds=-5, nanos=5),
+    ],
+    ids=["huge", "very-negative", "nanos-overflow", "mixed-signs", "mixed-signs-negative"],
 )
 def test_out_of_range_duration_names_its_field(ttl: Duration) -> None:
     request = bids_pb2.CreateDeliveryTokenRequest(task_id=TASK_ID, ttl=ttl)

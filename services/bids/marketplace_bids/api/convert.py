@@ -41,7 +41,8 @@ def _enum_value(enum: Any, number: int) -> Any:
 
 class OutOfRange:
     """A Timestamp or Duration that has no Python value (beyond year 1..9999, nanos
-    out of range): validation rejects it as not a datetime / timedelta."""
+    out of range, a Duration with mixed signs): validation rejects it as not a
+    datetime / timedelta."""
 
     def __repr__(self) -> str:
         return "<out of range>"
@@ -53,6 +54,9 @@ def _message_value(value: Message) -> Any:
         if name == _TIMESTAMP:
             return value.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
         if name == _DURATION:
+            # duration.proto: seconds and nanos of one sign; mixed is not a duration.
+            if value.seconds * value.nanos < 0:  # type: ignore[attr-defined]
+                return OutOfRange()
             return value.ToTimedelta()  # type: ignore[attr-defined]
     except (ValueError, OverflowError):
         return OutOfRange()
