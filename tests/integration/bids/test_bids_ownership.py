@@ -7,6 +7,7 @@ from bids_support import (
     ALICE,
     BOB,
     OTHER_AGENT,
+    Details,
     Harness,
     accept_request,
     completed_task,
@@ -21,33 +22,44 @@ from marketplace.bids.v1 import bids_pb2
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
+def assert_denied(d: Details) -> None:
+    """PERMISSION_DENIED with exactly one ErrorInfo of the bids domain, type PERMANENT."""
+    assert (d.code, d.info.reason, d.info.domain) == (
+        DENIED,
+        "PERMISSION_DENIED",
+        "bids.marketplace",
+    )
+    assert (d.info_count, d.info.metadata["errorType"]) == (1, "PERMANENT")
+    assert d.retry is None
+
+
 async def test_agent_cannot_withdraw_another_agents_bid(bids: Harness) -> None:
     bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
     withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=new_id())
     d = await expect_error(bids.as_("other_agent").WithdrawBid(withdraw))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_agent_cannot_bid_as_another_agent(bids: Harness) -> None:
     d = await expect_error(bids.as_("agent").PlaceBid(place_bid_request(agent=OTHER_AGENT)))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_agent_cannot_accept_bids(bids: Harness) -> None:
     bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
     d = await expect_error(bids.as_("agent").AcceptBid(accept_request(bid.bid_id)))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_client_accepts_only_for_itself(bids: Harness) -> None:
     bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
     d = await expect_error(bids.as_("bob").AcceptBid(accept_request(bid.bid_id, client=ALICE)))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_client_cannot_create_a_task_for_another_client(bids: Harness) -> None:
     d = await expect_error(bids.as_("bob").CreateTask(create_task_request(ALICE)))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_client_lists_only_its_own_tasks(bids: Harness) -> None:
@@ -56,7 +68,7 @@ async def test_client_lists_only_its_own_tasks(bids: Harness) -> None:
     mine = await bids.as_("bob").ListTasks(bids_pb2.ListTasksRequest())
     assert [t.client_email for t in mine.tasks] == [BOB]
     d = await expect_error(bids.as_("bob").ListTasks(bids_pb2.ListTasksRequest(client_email=ALICE)))
-    assert d.code == DENIED
+    assert_denied(d)
 
 
 async def test_admin_and_service_see_every_task(bids: Harness) -> None:
@@ -78,7 +90,7 @@ async def test_only_the_service_moves_tasks(bids: Harness) -> None:
     task = (await bids.as_("alice").CreateTask(create_task_request())).task
     for who in ("alice", "agent"):
         d = await expect_error(bids.as_(who).StartTask(start_request(task.task_id)))
-        assert d.code == DENIED
+        assert_denied(d)
 
 
 async def test_only_the_tasks_client_gets_a_delivery_token(bids: Harness) -> None:
@@ -86,7 +98,7 @@ async def test_only_the_tasks_client_gets_a_delivery_token(bids: Harness) -> Non
     request = bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id)
     for who in ("bob", "agent", "service"):
         d = await expect_error(bids.as_(who).CreateDeliveryToken(request))
-        assert d.code == DENIED
+        assert_denied(d)
     assert (await bids.as_("alice").CreateDeliveryToken(request)).token
 
 
