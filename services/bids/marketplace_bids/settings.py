@@ -17,8 +17,12 @@ class BidsSettings(ServiceSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     database_url: str = Field(default="sqlite+aiosqlite:///./var/bids.db", repr=False)
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    """Connections per instance (plus as many again as overflow)."""
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    """Connections kept per instance (plus up to 10 overflow, closed again when returned).
+
+    Sized above the usual number of RPCs in flight: at 10, 16 concurrent calls
+    kept opening and closing overflow connections (a PostgreSQL backend each).
+    """
     lock_timeout_ms: int = Field(default=5000, ge=1)
     """How long a transition waits for a row lock before answering ABORTED (PostgreSQL)."""
     transaction_attempts: int = Field(default=3, ge=1, le=10)
