@@ -56,7 +56,7 @@ async def test_bid_to_delivery_path(bids: Harness) -> None:
     )
     assert len(issued.token) >= 43  # 256 bits, URL-safe base64
 
-    delivery = (await agent.GetDelivery(bids_pb2.GetDeliveryRequest(token=issued.token))).delivery
+    delivery = (await alice.GetDelivery(bids_pb2.GetDeliveryRequest(token=issued.token))).delivery
     assert delivery.task_id == task.task_id
     assert delivery.client_email == ALICE
     assert delivery.result == "done!"
