@@ -41,4 +41,8 @@ async def test_two_hundred_paced_calls_keep_event_loop_lag_small() -> None:
 
     assert sum(o.succeeded for o in outcomes) > 150
     assert len(lags) > 20
-    assert max(lags) < 0.05, f"max event-loop lag {max(lags) * 1000:.1f} ms"
+    # A blocking pacing pause (time.sleep(0.3)) would show a lag of 300 ms or more;
+    # the bounds leave room for a busy machine's scheduling noise, not for that.
+    p95 = sorted(lags)[int(len(lags) * 0.95)]
+    assert p95 < 0.05, f"p95 event-loop lag {p95 * 1000:.1f} ms"
+    assert max(lags) < 0.25, f"max event-loop lag {max(lags) * 1000:.1f} ms"
