@@ -1,0 +1,47 @@
+"""The shared console-script behaviour: refusals exit 2 with a plain message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from marketplace_bids import cli as bids_cli
+from marketplace_execution import cli as execution_cli
+
+
+@pytest.mark.parametrize(
+    ("main", "env"),
+    [(bids_cli.main, "BIDS_GRPC_PORT"), (execution_cli.main, "EXECUTION_GRPC_PORT")],
+)
+def test_invalid_settings_exit_2_naming_the_setting(
+    main: Callable[[Sequence[str]], int],
+    env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(env, "not-a-port")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings" in err
+    assert "grpc_port" in err
+
+
+def test_protected_mode_refuses_to_serve_on_a_public_address_without_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BIDS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'bids.db'}")
+    monkeypatch.setenv("BIDS_GRPC_HOST", "0.0.0.0")
+    monkeypatch.setenv("BIDS_GRPC_PORT", "0")
+    monkeypatch.setenv("BIDS_METRICS_PORT", "0")
+    monkeypatch.delenv("BIDS_AUTH_TOKENS", raising=False)
+    assert bids_cli.main(["serve", "--migrate"]) == 2
+    assert "protected mode" in capsys.readouterr().err
+
+
+def test_migrate_creates_the_database_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXECUTION_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    assert execution_cli.main(["migrate"]) == 0
+    assert (tmp_path / "e.db").exists()
