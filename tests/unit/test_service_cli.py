@@ -36,7 +36,9 @@ def test_protected_mode_refuses_to_serve_on_a_public_address_without_tokens(
     monkeypatch.setenv("BIDS_METRICS_PORT", "0")
     monkeypatch.delenv("BIDS_AUTH_TOKENS", raising=False)
     assert bids_cli.main(["serve", "--migrate"]) == 2
-    assert "protected mode" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "protected mode" in err
+    assert "BIDS_AUTH_TOKENS" in err
 
 
 def test_migrate_creates_the_database_and_exits_0(

@@ -197,13 +197,18 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_bind_allowed(host: str, authenticator: TokenAuthenticator) -> None:
-    """Protected mode: refuse a non-loopback bind when no token is configured."""
+def check_bind_allowed(
+    host: str, authenticator: TokenAuthenticator, *, tokens_setting: str = "<PREFIX>_AUTH_TOKENS"
+) -> None:
+    """Protected mode: refuse a non-loopback bind when no token is configured.
+
+    ``tokens_setting`` names the environment variable in the refusal message.
+    """
     if authenticator.enabled or is_loopback_host(host):
         return
     raise AuthConfigError(
         f"refusing to listen on {host!r} without authentication (protected mode): "
-        "configure <PREFIX>_AUTH_TOKENS with hashed tokens "
+        f"configure {tokens_setting} with hashed tokens "
         "(python -m marketplace_common.auth new-token --role admin --subject ops), "
         "or bind to 127.0.0.1"
     )

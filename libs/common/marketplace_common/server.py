@@ -296,7 +296,8 @@ def create_grpc_server(
         AuthConfigError: protected mode, a non-loopback bind without tokens.
     """
     auth = authenticator if authenticator is not None else TokenAuthenticator(settings.auth_tokens)
-    check_bind_allowed(settings.grpc_host, auth)
+    prefix = str(settings.model_config.get("env_prefix", "")).upper()
+    check_bind_allowed(settings.grpc_host, auth, tokens_setting=f"{prefix}AUTH_TOKENS")
     server_metrics = metrics if metrics is not None else GrpcServerMetrics()
     chain = [
         *default_interceptors(domain=domain, authenticator=auth, metrics=server_metrics),
