@@ -1,4 +1,4 @@
-"""Fixtures of the provider-level tests: the fake OpenAI server (``tests/fake_openai.py``)."""
+"""Fixtures of the provider-level tests: the fake OpenAI server (``fake_openai``)."""
 
 from __future__ import annotations
 

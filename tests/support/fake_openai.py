@@ -8,7 +8,7 @@ script empty it answers 200 "ok". Every request is recorded with its arrival
 time, so tests can check what a re-ask sent and how long a retry waited.
 
 A module (not a conftest) so both the provider tests and the service-level
-tests import it (``tests/`` is on the import path through ``tests/conftest.py``).
+tests import it (``tests/support/`` is on the import path: pytest ``pythonpath``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace.common.v1 import common_pb2
 from marketplace_bids.migrations import SCRIPT_LOCATION
@@ -17,6 +17,7 @@ from marketplace_bids.server import BidsServer, create_server
 from marketplace_bids.settings import BidsSettings
 from marketplace_common.auth import hash_token
 from marketplace_common.migrations import upgrade_async
+from rpc_trailers import status_details
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -94,7 +95,7 @@ class Details:
 
 
 def details(exc: grpc.aio.AioRpcError) -> Details:
-    raw = dict(exc.trailing_metadata() or ()).get("grpc-status-details-bin")
+    raw = status_details(exc)
     assert raw is not None, f"no status details on {exc.code()}: {exc.details()}"
     status = status_pb2.Status.FromString(raw)
     infos, retry, bad = [], None, None
@@ -238,5 +239,5 @@ async def open_harness(url: str, **overrides: Any) -> Harness:
 
 
 async def close_harness(harness: Harness) -> None:
-    await harness.channel.close()
+    await harness.channel.close(None)
     await harness.server.stop(0.5)

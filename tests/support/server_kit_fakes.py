@@ -23,10 +23,31 @@ DOMAIN = "bids.marketplace"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# The fakes implement only the RPCs the server-kit tests call; the others keep
+# the generated base class's handlers, which answer UNIMPLEMENTED. The generated
+# stubs declare every RPC abstract, so the fakes restate those handlers by name
+# (this also tells mypy the classes are complete).
+_BidsBase = bids_pb2_grpc.BidServiceServicer
+_ExecutionsBase = execution_pb2_grpc.ExecutionServiceServicer
+
 
 @dataclass
-class FakeBids(bids_pb2_grpc.BidServiceServicer):
+class FakeBids(_BidsBase):
     """GetBid's bid_id picks a behaviour; GetTask reports what the server saw."""
+
+    CreateTask = _BidsBase.CreateTask
+    ListTasks = _BidsBase.ListTasks
+    PlaceBid = _BidsBase.PlaceBid
+    ListBids = _BidsBase.ListBids
+    WithdrawBid = _BidsBase.WithdrawBid
+    AcceptBid = _BidsBase.AcceptBid
+    RejectBid = _BidsBase.RejectBid
+    ListBidEvents = _BidsBase.ListBidEvents
+    StartTask = _BidsBase.StartTask
+    CompleteTask = _BidsBase.CompleteTask
+    FailTask = _BidsBase.FailTask
+    CreateDeliveryToken = _BidsBase.CreateDeliveryToken
+    GetDelivery = _BidsBase.GetDelivery
 
     slow_seconds: float = 0.5
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,8 +98,14 @@ def _bid(bid_id: str, *, proposal: str) -> bids_pb2.GetBidResponse:
     return bids_pb2.GetBidResponse(bid=bids_pb2.Bid(bid_id=bid_id, proposal=proposal))
 
 
-class FakeExecutions(execution_pb2_grpc.ExecutionServiceServicer):
+class FakeExecutions(_ExecutionsBase):
     """WatchExecution streams two events, or fails after the first for id "fail"."""
+
+    SubmitExecution = _ExecutionsBase.SubmitExecution
+    GetExecution = _ExecutionsBase.GetExecution
+    ListExecutions = _ExecutionsBase.ListExecutions
+    CancelExecution = _ExecutionsBase.CancelExecution
+    Complete = _ExecutionsBase.Complete
 
     async def WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: Context
