@@ -333,3 +333,134 @@ def test_sqlite_busy_maps_to_conflict_error() -> None:
 )
 def test_other_errors_are_not_mapped(exc: Exception) -> None:
     assert translate_db_error(exc) is None
+
+
+# --- the in-process write gate (SQLite) -----------------------------------
+
+
+async def test_many_concurrent_writers_on_a_small_pool_all_commit(
+    sqlite_url: str, engine: AsyncEngine
+) -> None:
+    # 100 writers, 4 connections, a 20 ms busy timeout and a 0.5 s pool timeout:
+    # racing for BEGIN IMMEDIATE they would fail on busy and checkout timeouts;
+    # queued in the process before checkout, each commits on its first try.
+    small = create_engine(
+        sqlite_url, pool_size=4, max_overflow=0, pool_timeout=0.5, sqlite_busy_timeout_ms=20
+    )
+
+    async def increment(session: AsyncSession) -> None:
+        value = await _counter(session)
+        await asyncio.sleep(0.01)
+        await session.execute(text("UPDATE counter SET value = :v"), {"v": value + 1})
+
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(
+                *(
+                    run_transaction(make_sessionmaker(small), increment, attempts=1)
+                    for _ in range(100)
+                )
+            )
+        async with read_transaction(make_sessionmaker(small)) as session:
+            assert await _counter(session) == 100
+    finally:
+        await small.dispose()
+
+
+async def test_cancelled_write_waiter_does_not_keep_the_write_gate(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    release = asyncio.Event()
+    holding = asyncio.Event()
+    entered: list[str] = []
+
+    async def hold() -> None:
+        async with write_transaction(sessions):
+            holding.set()
+            await release.wait()
+
+    async def wait_then_write() -> None:
+        async with write_transaction(sessions):
+            entered.append("waiter")
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    waiter = asyncio.create_task(wait_then_write())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    release.set()
+    await holder
+    async with asyncio.timeout(1), write_transaction(sessions) as session:
+        await session.execute(text("INSERT INTO item VALUES ('after')"))
+    assert entered == []
+    assert await _names(sessions) == ["after"]
+
+
+async def test_read_transaction_does_not_wait_for_the_write_gate(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with write_transaction(sessions):
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    try:
+
+        async def read_elsewhere() -> int:
+            async with read_transaction(sessions) as session:
+                return await _counter(session)
+
+        async with asyncio.timeout(1):
+            assert await asyncio.create_task(read_elsewhere()) == 0
+    finally:
+        release.set()
+        await holder
+
+
+async def test_nested_write_transaction_in_one_task_does_not_wait_for_its_own_gate(
+    sqlite_url: str, engine: AsyncEngine
+) -> None:
+    impatient = create_engine(sqlite_url, sqlite_busy_timeout_ms=20)
+    sessions = make_sessionmaker(impatient)
+
+    async def nothing(session: AsyncSession) -> None:
+        return None
+
+    try:
+        async with asyncio.timeout(2), write_transaction(sessions):
+            # SQLite refuses a second writer (busy): an error, never a hang on the gate.
+            with pytest.raises(ConflictError):
+                await run_transaction(sessions, nothing, attempts=1)
+    finally:
+        await impatient.dispose()
+
+
+async def test_write_gate_wait_is_bounded(sqlite_url: str, engine: AsyncEngine) -> None:
+    quick = create_engine(sqlite_url, sqlite_write_wait_seconds=0.1)
+    sessions = make_sessionmaker(quick)
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with write_transaction(sessions):
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    try:
+        with pytest.raises(ConflictError) as caught:
+            async with write_transaction(sessions):
+                pass
+        assert caught.value.retry_after is not None
+    finally:
+        release.set()
+        await holder
+        await quick.dispose()

@@ -20,6 +20,15 @@ Two backends:
   SQLite has no row locks: ``SELECT ... FOR UPDATE`` renders without the
   ``FOR UPDATE`` there, which is still correct because write transactions
   hold the database's only write lock from their first statement.
+  Inside one process, write transactions also queue on a per-engine
+  :class:`asyncio.Lock` taken *before* a connection is checked out (see
+  :class:`_WriteGate`): SQLite admits one writer anyway, and many writers
+  racing for ``BEGIN IMMEDIATE`` would each hold a pooled connection while
+  sleeping in SQLite's busy handler (retries at growing intervals), which
+  wastes the lock's idle gaps and runs the pool dry. Queued in the process,
+  the next writer starts the moment the last one commits, and a waiting
+  writer holds no connection. Read transactions never take the gate.
+  ``busy_timeout`` still covers writers in other processes.
 
 Open a transaction with :func:`write_transaction` / :func:`read_transaction`
 (no retries), or run a whole RPC's work with :func:`run_transaction`, which
@@ -30,9 +39,12 @@ error taxonomy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import random
 import sqlite3
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,7 +54,7 @@ import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -98,6 +110,7 @@ def create_engine(
     application_name: str = "marketplace",
     connect_timeout: float = 5.0,
     sqlite_busy_timeout_ms: int = 5000,
+    sqlite_write_wait_seconds: float = 30.0,
 ) -> AsyncEngine:
     """Create an async engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL.
 
@@ -108,6 +121,10 @@ def create_engine(
     session settings (ignored on SQLite, whose waits are bounded by
     ``sqlite_busy_timeout_ms``). ``pool_timeout`` bounds the wait for a pooled
     connection; running out gives :class:`UnavailableError` in the helpers.
+    On SQLite, write transactions of this engine queue in the process for
+    the single write lock before they take a connection;
+    ``sqlite_write_wait_seconds`` bounds that wait (then
+    :class:`ConflictError`, like a busy database).
     """
     sa_url = make_url(url)
     backend = sa_url.get_backend_name()
@@ -145,6 +162,7 @@ def create_engine(
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
             busy_timeout_ms=sqlite_busy_timeout_ms,
+            write_wait_seconds=sqlite_write_wait_seconds,
         )
     raise ValueError(f"unsupported database backend {backend!r} (use postgresql or sqlite)")
 
@@ -189,6 +207,7 @@ def _sqlite_engine(
     max_overflow: int,
     pool_timeout: float,
     busy_timeout_ms: int,
+    write_wait_seconds: float,
 ) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if _is_memory_sqlite(url):
@@ -225,7 +244,71 @@ def _sqlite_engine(
 
     event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "begin", on_begin)
+    _WRITE_GATES[engine.sync_engine] = _WriteGate(write_wait_seconds)
     return engine
+
+
+class _WriteGate:
+    """One SQLite engine's in-process queue for the database's single write lock.
+
+    Taken before a write transaction checks out its connection and released
+    after it commits or rolls back. Re-entrant for the task that holds it: a
+    write transaction opened inside another one in the same task does not
+    wait for itself (SQLite refuses that second writer with "database is
+    locked" after the busy timeout, as it always did). A child task of the
+    holder is a different writer and queues. One lock per event loop, since
+    an engine may outlive a test's loop. A cancelled waiter leaves the queue
+    (``asyncio.Lock`` handles that); the wait is bounded by ``wait_seconds``.
+    """
+
+    def __init__(self, wait_seconds: float) -> None:
+        self._wait_seconds = wait_seconds
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._owner: asyncio.Task[Any] | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            yield  # nested in this task's own write transaction
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                await lock.acquire()
+        except TimeoutError:
+            raise ConflictError(
+                "the database is busy with other writers; retry the call",
+                retry_after=CONFLICT_RETRY_AFTER,
+                metadata={"waited_seconds": f"{time.monotonic() - started:.3f}"},
+            ) from None
+        self._owner = task
+        try:
+            yield
+        finally:
+            self._owner = None
+            lock.release()
+
+
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, _WriteGate] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def _write_gate(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+    """The SQLite engine's write gate, or nothing (PostgreSQL has row locks)."""
+    bind = sessionmaker.kw.get("bind")
+    gate = _WRITE_GATES.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
+    if gate is None:
+        yield
+        return
+    async with gate.hold():
+        yield
 
 
 def dialect_name(engine: AsyncEngine) -> str:
@@ -259,7 +342,8 @@ def _transaction_options(session: AsyncSession, *, write: bool) -> dict[str, Any
 async def _transaction(
     sessionmaker: async_sessionmaker[AsyncSession], *, write: bool
 ) -> AsyncIterator[AsyncSession]:
-    async with sessionmaker() as session, session.begin():
+    gate = _write_gate(sessionmaker) if write else contextlib.nullcontext()
+    async with gate, sessionmaker() as session, session.begin():
         # Procure the connection now, so the begin hook sees the options.
         await session.connection(execution_options=_transaction_options(session, write=write))
         yield session
