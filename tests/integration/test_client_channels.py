@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
@@ -21,10 +21,16 @@ async def bids() -> AsyncIterator[tuple[GrpcServer, FakeBids]]:
     await server.stop(0)
 
 
-async def get_bid(server: GrpcServer, bid_id: str, **kwargs: object) -> bids_pb2.GetBidResponse:
+async def get_bid(
+    server: GrpcServer,
+    bid_id: str,
+    *,
+    rpc_timeout: float | None = None,
+    metadata: Sequence[tuple[str, str]] | None = None,
+) -> bids_pb2.GetBidResponse:
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         reply: bids_pb2.GetBidResponse = await bids_pb2_grpc.BidServiceStub(channel).GetBid(
-            bids_pb2.GetBidRequest(bid_id=bid_id), **kwargs
+            bids_pb2.GetBidRequest(bid_id=bid_id), timeout=rpc_timeout, metadata=metadata
         )
     return reply
 
@@ -32,7 +38,7 @@ async def get_bid(server: GrpcServer, bid_id: str, **kwargs: object) -> bids_pb2
 async def test_call_timeout_inside_an_rpc_follows_the_callers_deadline(
     bids: tuple[GrpcServer, FakeBids],
 ) -> None:
-    reply = await get_bid(bids[0], "timeout", timeout=2.0)
+    reply = await get_bid(bids[0], "timeout", rpc_timeout=2.0)
     assert 1.0 < float(reply.bid.proposal) <= 2.0 - DEADLINE_MARGIN_SECONDS
 
 
@@ -46,7 +52,7 @@ async def test_call_timeout_without_a_callers_deadline_is_the_default(
 async def test_downstream_call_inherits_the_remaining_deadline(
     bids: tuple[GrpcServer, FakeBids],
 ) -> None:
-    reply = await get_bid(bids[0], "downstream", timeout=2.0)
+    reply = await get_bid(bids[0], "downstream", rpc_timeout=2.0)
     remaining = float(reply.bid.proposal.split("|")[0])
     # The wire encodes timeouts coarsely (grpc-timeout rounds up), so allow a little slack.
     assert 1.0 < remaining <= 2.0 + 0.05
@@ -66,7 +72,7 @@ async def test_downstream_call_carries_the_request_id(bids: tuple[GrpcServer, Fa
 
 async def test_unavailable_is_retried_by_the_channel(bids: tuple[GrpcServer, FakeBids]) -> None:
     server, fake = bids
-    reply = await get_bid(server, "flaky-once", timeout=5.0)
+    reply = await get_bid(server, "flaky-once", rpc_timeout=5.0)
     assert reply.bid.bid_id == "flaky-once"
     assert fake.flaky_calls == 2
     labels = {"grpc_type": "unary", "grpc_service": BID_SERVICE, "grpc_method": "GetBid"}

@@ -227,7 +227,8 @@ async def test_a_live_pooled_connection_survives_the_checkout_ping(
     # The ping must pass on a healthy connection: a failing one would silently
     # reconnect on every checkout (correct, but a new backend per transaction).
     async def backend(session: AsyncSession) -> int | None:
-        return await session.scalar(text("SELECT pg_backend_pid()"))
+        pid: int | None = await session.scalar(text("SELECT pg_backend_pid()"))
+        return pid
 
     first = await run_transaction(sessions, backend)
     assert [await run_transaction(sessions, backend) for _ in range(3)] == [first] * 3

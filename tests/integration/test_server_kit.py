@@ -10,13 +10,13 @@ import shutil
 import socket
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
 import pytest
 import structlog
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -28,6 +28,7 @@ from marketplace_common.auth import AuthConfigError, hash_token
 from marketplace_common.client import create_channel
 from marketplace_common.logging import configure_logging
 from marketplace_common.server import GrpcServer
+from rpc_trailers import trailers
 from server_kit_fakes import BID_SERVICE, DOMAIN, EXECUTION_SERVICE, make_server
 
 CLIENT_TOKEN = "client-token-0123456789"
@@ -83,8 +84,18 @@ async def rpc_error(srv: GrpcServer, bid_id: str, token: str | None = None) -> g
     return info.value
 
 
+def status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status as grpc_status, the reference decoder, reads it from a failed call.
+
+    ``from_call`` only reads ``code()``, ``details()`` and ``trailing_metadata()``,
+    which AioRpcError has; grpc-stubs types its parameter as ``grpc.Call``, which
+    AioRpcError does not subclass.
+    """
+    return rpc_status.from_call(cast("grpc.Call", err))
+
+
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
+    status = status_of(err)
     assert status is not None
     infos = []
     for detail in status.details:
@@ -231,7 +242,7 @@ async def test_agent_error_maps_to_status_with_error_info(server: GrpcServer) ->
 async def test_transient_agent_error_carries_retry_info(server: GrpcServer) -> None:
     err = await rpc_error(server, "flaky")
     assert err.code() == grpc.StatusCode.UNAVAILABLE
-    status = rpc_status.from_call(err)
+    status = status_of(err)
     assert status is not None
     assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
 
@@ -264,6 +275,7 @@ async def test_server_stream_error_mid_stream_is_mapped(server: GrpcServer) -> N
         first = await call.read()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call.read()
+    assert isinstance(first, execution_pb2.WatchExecutionResponse)
     assert first.event.execution.execution_id == "fail-0"
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_info(info.value).reason == "EXECUTION_NOT_FOUND"
@@ -367,7 +379,7 @@ async def test_request_id_is_generated_when_absent(server: GrpcServer) -> None:
 async def test_request_id_is_echoed_on_errors(server: GrpcServer) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await get_bid(server, "missing", metadata=(("x-request-id", "req-err"),))
-    assert dict(info.value.trailing_metadata() or ())["x-request-id"] == "req-err"
+    assert trailers(info.value)["x-request-id"] == "req-err"
 
 
 async def test_malformed_request_id_is_replaced(server: GrpcServer) -> None:

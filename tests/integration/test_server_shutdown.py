@@ -62,11 +62,11 @@ async def test_health_watch_sees_not_serving_before_the_server_stops() -> None:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=BID_SERVICE)
         )
-        statuses = [(await watch.read()).status]
+        replies = aiter(watch)
+        statuses = [(await anext(replies)).status]
         started = time.monotonic()
         stopping = asyncio.ensure_future(server.stop(5))
-        while (reply := await watch.read()) is not grpc.aio.EOF:
-            statuses.append(reply.status)
+        statuses += [reply.status async for reply in replies]
         await stopping
     assert statuses == [SERVING, NOT_SERVING]
     # The open Watch stream must not hold the stop for the whole grace period.

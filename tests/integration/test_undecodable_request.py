@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
 from marketplace.bids.v1 import bids_pb2
+from rpc_trailers import status_details
 from server_kit_fakes import DOMAIN, make_server
 
 GET_BID = "/marketplace.bids.v1.BidService/GetBid"
@@ -32,7 +33,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 def _assert_invalid_request(exc: grpc.aio.AioRpcError) -> None:
     assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, exc.details()
-    raw = dict(exc.trailing_metadata() or ()).get("grpc-status-details-bin")
+    raw = status_details(exc)
     assert raw is not None
     status = status_pb2.Status.FromString(raw)
     infos, fields = [], []
@@ -53,7 +54,7 @@ def _assert_invalid_request(exc: grpc.aio.AioRpcError) -> None:
 async def test_undecodable_unary_request_is_invalid_argument(
     channel: grpc.aio.Channel, body: bytes
 ) -> None:
-    call = channel.unary_unary(GET_BID)
+    call = channel.unary_unary(GET_BID, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(body, timeout=5)
     _assert_invalid_request(caught.value)
@@ -62,7 +63,7 @@ async def test_undecodable_unary_request_is_invalid_argument(
 async def test_undecodable_streaming_request_is_invalid_argument(
     channel: grpc.aio.Channel,
 ) -> None:
-    call = channel.unary_stream(WATCH)
+    call = channel.unary_stream(WATCH, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in call(CORRUPT, timeout=5):
             pass
@@ -70,6 +71,6 @@ async def test_undecodable_streaming_request_is_invalid_argument(
 
 
 async def test_valid_raw_body_still_reaches_the_servicer(channel: grpc.aio.Channel) -> None:
-    call = channel.unary_unary(GET_BID)
+    call = channel.unary_unary(GET_BID, request_serializer=None, response_deserializer=None)
     reply = await call(bids_pb2.GetBidRequest(bid_id="b1").SerializeToString(), timeout=5)
     assert bids_pb2.GetBidResponse.FromString(reply).bid.bid_id == "b1"

@@ -6,10 +6,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from marketplace_common.db_types import UtcDateTime
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect, make_url
 
 PLUS_TWO = timezone(timedelta(hours=2))
 MOMENT = datetime(2024, 5, 1, 14, 0, tzinfo=PLUS_TWO)
+
+
+def postgresql_dialect() -> Dialect:
+    """The asyncpg PostgreSQL dialect (its constructor is unannotated; the URL lookup is typed)."""
+    return make_url("postgresql+asyncpg://").get_dialect()()
 
 
 def test_sqlite_stores_naive_utc() -> None:
@@ -20,7 +26,7 @@ def test_sqlite_stores_naive_utc() -> None:
 
 
 def test_postgresql_stores_aware_utc() -> None:
-    stored = UtcDateTime().process_bind_param(MOMENT, postgresql.dialect())
+    stored = UtcDateTime().process_bind_param(MOMENT, postgresql_dialect())
     assert stored == MOMENT
     assert stored is not None
     assert stored.utcoffset() == timedelta(0)
@@ -31,10 +37,10 @@ def test_naive_datetime_is_refused() -> None:
         UtcDateTime().process_bind_param(datetime(2024, 1, 1), sqlite.dialect())
 
 
-@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "pg"])
-def test_read_back_is_aware_utc(dialect: object) -> None:
-    naive = UtcDateTime().process_result_value(datetime(2024, 5, 1, 12, 0), dialect)  # type: ignore[arg-type]
-    aware = UtcDateTime().process_result_value(MOMENT, dialect)  # type: ignore[arg-type]
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql_dialect()], ids=["sqlite", "pg"])
+def test_read_back_is_aware_utc(dialect: Dialect) -> None:
+    naive = UtcDateTime().process_result_value(datetime(2024, 5, 1, 12, 0), dialect)
+    aware = UtcDateTime().process_result_value(MOMENT, dialect)
     assert naive == aware == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert naive is not None
     assert aware is not None

@@ -52,7 +52,8 @@ async def _outcomes(calls: list[Any]) -> tuple[list[Any], list[grpc.aio.AioRpcEr
 
 
 async def _place(caller: Caller, **kw: Any) -> bids_pb2.Bid:
-    return (await caller.PlaceBid(place_bid_request(**kw))).bid
+    reply: bids_pb2.PlaceBidResponse = await caller.PlaceBid(place_bid_request(**kw))
+    return reply.bid
 
 
 async def test_withdraw_racing_accept_makes_exactly_one_transition(
@@ -153,14 +154,14 @@ async def test_one_event_id_on_two_bids_at_once_is_used_once(
     reasons = Counter((d.code, d.info.reason) for d in map(details, failed))
     assert len(ok) == rounds
     assert reasons == {(grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"): rounds}
-    for a, b in bid_pairs:
+    for a_id, b_id in bid_pairs:
         withdrawn = await scalar(
             first.url,
             "SELECT count(*) FROM bids WHERE bid_id IN (:a, :b) AND status = 'WITHDRAWN'",
-            a=a,
-            b=b,
+            a=a_id,
+            b=b_id,
         )
         events = await scalar(
-            first.url, "SELECT count(*) FROM bid_events WHERE bid_id IN (:a, :b)", a=a, b=b
+            first.url, "SELECT count(*) FROM bid_events WHERE bid_id IN (:a, :b)", a=a_id, b=b_id
         )
         assert (withdrawn, events) == (1, 1)

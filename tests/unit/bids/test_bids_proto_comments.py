@@ -17,7 +17,7 @@ def _comments_of(field: str) -> list[str]:
     found = []
     for i, line in enumerate(lines):
         if re.match(rf"\s*\w+ {field} = \d+;", line):
-            block = []
+            block: list[str] = []
             j = i - 1
             while j >= 0 and lines[j].strip().startswith("//"):
                 block.insert(0, lines[j].strip().removeprefix("//").strip())
