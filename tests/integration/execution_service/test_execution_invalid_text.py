@@ -21,9 +21,8 @@ async def test_nul_in_submitted_text_is_invalid_argument_naming_the_field(
 ) -> None:
     bids, _ = fake_bids
     _, stub = await start_execution(database_url=db_url, workers=0)
-    request = pb.SubmitExecutionRequest(
-        request_id=str(uuid.uuid4()), task_id=bids.add_task(), **{field: value}
-    )
+    request = pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=bids.add_task())
+    setattr(request, field, value)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.SubmitExecution(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
