@@ -8,6 +8,7 @@ from marketplace_common.errors import (
     AlreadyExistsError,
     ConflictError,
     FailedPreconditionError,
+    FieldViolation,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -71,7 +72,11 @@ class IdempotencyKeyReusedError(InvalidArgumentError):
     default_reason = "IDEMPOTENCY_KEY_REUSED"
 
     def __init__(self, request_id: uuid.UUID | str) -> None:
-        super().__init__(f"request_id {request_id} was already used with a different request")
+        # Every INVALID_ARGUMENT names its field (a BadRequest), like the bids service's.
+        super().__init__(
+            f"request_id {request_id} was already used with a different request",
+            violations=[FieldViolation("request_id", "already used with a different request")],
+        )
         self.request_id = str(request_id)
 
 
