@@ -284,6 +284,29 @@ async def test_server_stream_error_mid_stream_is_mapped(server: GrpcServer) -> N
 # --- metrics -----------------------------------------------------------------------
 
 
+async def settled(srv: GrpcServer) -> None:
+    """Wait until every started RPC is also counted as handled.
+
+    The server records an RPC as handled when its handler has finished, which
+    can be a moment after the client already has the answer (an error's status
+    is on the wire before the interceptor's bookkeeping runs).
+    """
+    async with asyncio.timeout(5.0):
+        while True:
+            if _total(srv, "grpc_server_started_total") == _total(srv, "grpc_server_handled_total"):
+                return
+            await asyncio.sleep(0.01)
+
+
+def _total(srv: GrpcServer, sample_name: str) -> float:
+    return sum(
+        sample.value
+        for metric in srv.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == sample_name
+    )
+
+
 def handled(srv: GrpcServer, method: str, code: str, kind: str = "unary") -> float:
     service = EXECUTION_SERVICE if method == "WatchExecution" else BID_SERVICE
     return srv.metrics.value(
@@ -299,6 +322,7 @@ async def test_metrics_count_started_and_handled_by_code(server: GrpcServer) -> 
     await get_bid(server, "b1")
     await get_bid(server, "b2")
     await rpc_error(server, "missing")
+    await settled(server)
     labels = {"grpc_type": "unary", "grpc_service": BID_SERVICE, "grpc_method": "GetBid"}
     assert server.metrics.value("grpc_server_started_total", **labels) == 3
     assert handled(server, "GetBid", "OK") == 2
@@ -308,6 +332,7 @@ async def test_metrics_count_started_and_handled_by_code(server: GrpcServer) -> 
 
 async def test_metrics_label_auth_failures(secured: GrpcServer) -> None:
     await rpc_error(secured, "b1")
+    await settled(secured)
     assert handled(secured, "GetBid", "UNAUTHENTICATED") == 1
 
 
@@ -316,6 +341,7 @@ async def test_metrics_label_server_streams(server: GrpcServer) -> None:
         stub = execution_pb2_grpc.ExecutionServiceStub(channel)
         call = stub.WatchExecution(execution_pb2.WatchExecutionRequest(execution_id="e"))
         _ = [reply async for reply in call]
+    await settled(server)
     assert handled(server, "WatchExecution", "OK", kind="server_stream") == 1
 
 
