@@ -80,8 +80,8 @@ from marketplace_common import runtime
 from marketplace_common.auth import hash_token
 from marketplace_common.logging import configure_logging
 from marketplace_common.migrations import upgrade_async
+from marketplace_common.pg_admin import asyncpg_dsn, throwaway_database
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import make_url
 
 T = TypeVar("T")
 
@@ -166,10 +166,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
@@ -185,27 +181,6 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 # --- database and service instances ------------------------------------------
-
-
-@asynccontextmanager
-async def throwaway_database(admin_url: str) -> AsyncIterator[str]:
-    """A new database next to ``admin_url``'s; yields its SQLAlchemy URL, drops it after."""
-    name = f"marketplace_bench_{uuid.uuid4().hex[:12]}"
-    admin_dsn = asyncpg_dsn(admin_url)
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    finally:
-        await admin.close()
-    try:
-        url = make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def bench_settings(url: str, log_level: str, pool_size: int | None = None) -> BidsSettings:
@@ -878,7 +853,7 @@ async def amain(args: argparse.Namespace) -> int:
     if this is not None:  # SIGTERM unwinds like Ctrl-C: instances stopped, database dropped
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     sizes = QUICK if args.quick else FULL
-    async with throwaway_database(args.pg_url) as url:
+    async with throwaway_database(args.pg_url, prefix="marketplace_bench") as url:
         report = await run_benchmarks(url, sizes, service_options(args))
     print(format_report(report, time.perf_counter() - started))
     return 1 if failed(report) else 0

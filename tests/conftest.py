@@ -23,14 +23,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy.engine import make_url
+from marketplace_common.pg_admin import asyncpg_dsn, throwaway_database
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 PG_URL_ENV = "MARKETPLACE_TEST_PG_URL"
@@ -39,11 +38,6 @@ _PG_FIXTURES = frozenset({"pg_url", "postgres_server_url"})
 
 class ClusterUnavailableError(RuntimeError):
     """No local PostgreSQL binaries (or no way to run them) for a throwaway cluster."""
-
-
-def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy ``postgresql+asyncpg://`` URL as a plain libpq DSN for asyncpg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _answers(url: str) -> bool:
@@ -163,21 +157,8 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 async def pg_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, uniquely named database for one test; dropped (WITH FORCE) after."""
-    name = f"test_{uuid.uuid4().hex[:20]}"
-    admin_dsn = asyncpg_dsn(postgres_server_url)
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    finally:
-        await admin.close()
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with throwaway_database(postgres_server_url, prefix="test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,14 +19,10 @@ from marketplace_common.db import (
     write_transaction,
 )
 from marketplace_common.errors import ConflictError, UnavailableError
+from marketplace_common.pg_admin import asyncpg_dsn
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture

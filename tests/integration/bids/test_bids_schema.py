@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -27,8 +26,8 @@ from marketplace_bids.storage.repositories import (
 from marketplace_bids.storage.tables import Base
 from marketplace_common.db import create_engine
 from marketplace_common.migrations import downgrade_async
+from marketplace_common.pg_admin import create_database, drop_database
 from sqlalchemy import Connection, inspect
-from sqlalchemy.engine import make_url
 
 TABLES = {"tasks", "bids", "bid_events", "task_events", "idempotency_keys", "delivery_tokens"}
 
@@ -127,17 +126,8 @@ BID_FILTERS: dict[str, tuple[BidFilter, str]] = {
 EVENTS_INDEX = "ix_bid_events_bid_id_created_at"
 
 
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _create_seeded(server_url: str, name: str) -> str:
-    admin = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    finally:
-        await admin.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(server_url, name)
     await migrate(url)
     engine = create_engine(url, pool_size=1)
     try:
@@ -150,11 +140,7 @@ async def _create_seeded(server_url: str, name: str) -> str:
 
 
 async def _drop(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(server_url, name)
 
 
 @pytest.fixture(scope="module")
