@@ -94,6 +94,17 @@ def test_time_range_must_be_ordered() -> None:
     assert fields(r.ListTasksRequest, data) == {"created_before"}
 
 
+def test_reversed_time_range_is_reported_with_other_bad_fields() -> None:
+    now = datetime.now(UTC)
+    data = {
+        "client_email": "no-at",
+        "created_after": now,
+        "created_before": now - timedelta(seconds=1),
+        "page_size": -1,
+    }
+    assert fields(r.ListTasksRequest, data) == {"client_email", "created_before", "page_size"}
+
+
 def test_naive_timestamps_are_invalid() -> None:
     assert fields(r.ListTasksRequest, {"created_after": datetime(2024, 1, 1)}) == {"created_after"}
 

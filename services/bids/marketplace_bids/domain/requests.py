@@ -8,6 +8,7 @@ violated field by its proto path (``budget.nanos``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from marketplace_common.errors import ErrorType, FieldViolation, InvalidArgumentError
@@ -19,10 +20,11 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from marketplace_bids.domain.values import (
     MAX_ID,
@@ -36,6 +38,7 @@ from marketplace_bids.domain.values import (
     TaskStatus,
     Title,
     Uuid,
+    line_errors,
     violation_field,
 )
 
@@ -92,19 +95,46 @@ class ListTasksRequest(Request):
     page_size: PageSize = DEFAULT_PAGE_SIZE
     page_token: PageToken = ""
 
-    @model_validator(mode="after")
-    def _ordered_range(self) -> ListTasksRequest:
-        if (
-            self.created_after is not None
-            and self.created_before is not None
-            and self.created_after >= self.created_before
-        ):
+    @model_validator(mode="wrap")
+    @classmethod
+    def _ordered_range(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ListTasksRequest]
+    ) -> ListTasksRequest:
+        # An "after" validator would not run once another field failed, hiding a
+        # reversed range: the raw values are checked too and reported together
+        # with the field errors (every violated field is listed).
+        try:
+            request = handler(data)
+        except ValidationError as exc:
+            raw = data if isinstance(data, Mapping) else {}
+            if not _reversed(raw.get("created_after"), raw.get("created_before")):
+                raise
+            details = [*line_errors(exc), _range_error(data)]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+        if _reversed(request.created_after, request.created_before):
             raise PydanticCustomError(
                 "range",
                 "created_before must be later than created_after",
                 {"field": "created_before"},
             )
-        return self
+        return request
+
+
+def _reversed(after: object, before: object) -> bool:
+    """Both bounds are aware datetimes and created_after is not before created_before."""
+    if not (isinstance(after, datetime) and isinstance(before, datetime)):
+        return False
+    if after.tzinfo is None or before.tzinfo is None:
+        return False
+    return after >= before
+
+
+def _range_error(data: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("range", "created_before must be later than created_after"),
+        loc=("created_before",),
+        input=data,
+    )
 
 
 class PlaceBidRequest(Request):

@@ -152,7 +152,7 @@ class Money(BaseModel):
         except ValidationError as exc:
             if not _raw_amount_not_positive(data):
                 raise
-            details = [*_line_errors(exc), _amount_error(data)]
+            details = [*line_errors(exc), _amount_error(data)]
             raise ValidationError.from_exception_data(exc.title, details) from None
         if money.units <= 0 and money.nanos <= 0:
             raise PydanticCustomError("amount", "amount must be above zero")
@@ -179,8 +179,8 @@ def _amount_error(data: Any) -> InitErrorDetails:
     )
 
 
-def _line_errors(exc: ValidationError) -> list[InitErrorDetails]:
-    # The messages are already rendered; carry them over as they are.
+def line_errors(exc: ValidationError) -> list[InitErrorDetails]:
+    """The errors of ``exc`` as details for a new ValidationError (messages as rendered)."""
     return [
         InitErrorDetails(
             type=PydanticCustomError(error["type"], error["msg"]),
