@@ -29,6 +29,7 @@ from marketplace_execution.domain.ports import JobRunner
 from marketplace_execution.domain.reporting import ReportPolicy
 from marketplace_execution.domain.run import RunContext
 from marketplace_execution.domain.service import ExecutionService, ServiceConfig
+from marketplace_execution.domain.store_retry import StoreRetryPolicy
 from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_owner_id
 from marketplace_execution.llm_wiring import LLMStack, build_llm_stack
 from marketplace_execution.migrations import MIGRATIONS_DIR
@@ -143,6 +144,7 @@ def _pool(
         owner=new_owner_id(),
         now=utcnow,
         report_policy=ReportPolicy(),
+        store_retry=StoreRetryPolicy(budget_seconds=settings.lease_seconds),
     )
     config = WorkerConfig(
         concurrency=settings.workers,

@@ -23,8 +23,9 @@ import asyncio
 import dataclasses
 import enum
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import structlog
 from marketplace_common.classify import as_agent_error
@@ -41,9 +42,12 @@ from marketplace_execution.domain.models import (
 )
 from marketplace_execution.domain.ports import BidsGateway, ExecutionStore, JobRunner, JobSpec
 from marketplace_execution.domain.reporting import ReportPolicy, call_until_landed, event_id
+from marketplace_execution.domain.store_retry import StoreRetryPolicy, until_stored
 from marketplace_execution.domain.text import MAX_RESULT_CHARS, report_message, storable
 
 _log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class StopReason(enum.Enum):
@@ -64,6 +68,7 @@ class RunContext:
     owner: str
     now: Callable[[], datetime]
     report_policy: ReportPolicy
+    store_retry: StoreRetryPolicy = field(default_factory=StoreRetryPolicy)
 
 
 class ExecutionRun:
@@ -141,7 +146,8 @@ class ExecutionRun:
         """After an interruption: the execution if it is still ours and cancelled, else None."""
         if self.stop_reason is StopReason.LEASE_LOST:
             return None
-        execution = await self._ctx.store.get(self._execution.execution_id)
+        eid = self._execution.execution_id
+        execution = await self._stored("get", lambda: self._ctx.store.get(eid))
         if execution.lease_owner != self._ctx.owner or execution.outcome is None:
             _log.info("execution.lease_lost", execution_id=str(execution.execution_id))
             return None
@@ -177,8 +183,9 @@ class ExecutionRun:
 
     async def _set_status(self, status: ExecutionStatus) -> None:
         previous = self._execution.status
-        self._execution = await self._ctx.store.set_status(
-            self._execution.execution_id, self._ctx.owner, status, self._ctx.now()
+        eid, owner = self._execution.execution_id, self._ctx.owner
+        self._execution = await self._stored(
+            "set_status", lambda: self._ctx.store.set_status(eid, owner, status, self._ctx.now())
         )
         self._publish_status(previous)
 
@@ -189,8 +196,10 @@ class ExecutionRun:
             await self._set_status(ExecutionStatus.RUNNING)
             previous = ExecutionStatus.RUNNING
         status = ExecutionStatus.RETRY_SCHEDULED if will_retry else ExecutionStatus.RUNNING
-        self._execution = await self._ctx.store.add_attempt(
-            self._execution.execution_id, self._ctx.owner, attempt, status, self._ctx.now()
+        eid, owner = self._execution.execution_id, self._ctx.owner
+        self._execution = await self._stored(
+            "add_attempt",
+            lambda: self._ctx.store.add_attempt(eid, owner, attempt, status, self._ctx.now()),
         )
         self._ctx.bus.publish(ExecutionEvent(self._execution, attempt=attempt))
         self._publish_status(previous)
@@ -201,8 +210,9 @@ class ExecutionRun:
             self._ctx.bus.publish(ExecutionEvent(self._execution, status_change=change))
 
     async def _decide(self, outcome: Outcome) -> Execution:
-        self._execution = await self._ctx.store.decide(
-            self._execution.execution_id, self._ctx.owner, outcome, self._ctx.now()
+        eid, owner = self._execution.execution_id, self._ctx.owner
+        self._execution = await self._stored(
+            "decide", lambda: self._ctx.store.decide(eid, owner, outcome, self._ctx.now())
         )
         return self._execution
 
@@ -226,7 +236,10 @@ class ExecutionRun:
                 return execution
             message = report_message(f"BidService refused the result: {error.message}")
             failed = Outcome(ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message)
-            execution = await self._ctx.store.revise(eid, self._ctx.owner, failed, self._ctx.now())
+            owner = self._ctx.owner
+            execution = await self._stored(
+                "revise", lambda: self._ctx.store.revise(eid, owner, failed, self._ctx.now())
+            )
             outcome = failed
         elif not await self._task_was_started(execution):
             return execution  # cancelled while QUEUED: the task stays PENDING for another try
@@ -269,10 +282,17 @@ class ExecutionRun:
             policy=self._ctx.report_policy,
         )
 
+    async def _stored(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """A store call, retried on TRANSIENT database errors (``domain.store_retry``)."""
+        return await until_stored(
+            fn, what=what, execution_id=self._execution.execution_id, policy=self._ctx.store_retry
+        )
+
     async def _finish(self, execution: Execution) -> None:
         previous = execution.status
-        self._execution = await self._ctx.store.finish(
-            execution.execution_id, self._ctx.owner, self._ctx.now()
+        eid, owner = execution.execution_id, self._ctx.owner
+        self._execution = await self._stored(
+            "finish", lambda: self._ctx.store.finish(eid, owner, self._ctx.now())
         )
         self._publish_status(previous)
         final = self._execution

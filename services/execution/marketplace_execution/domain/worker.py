@@ -27,6 +27,7 @@ from marketplace_common.errors import AgentError
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.run import ExecutionRun, RunContext, StopReason
+from marketplace_execution.domain.store_retry import until_stored
 
 _log = structlog.get_logger(__name__)
 
@@ -195,7 +196,12 @@ class WorkerPool:
     async def _process(self, execution_id: uuid.UUID) -> None:
         log = _log.bind(execution_id=str(execution_id), owner=self.owner)
         try:
-            execution = await self._ctx.store.get(execution_id)
+            execution = await until_stored(
+                lambda: self._ctx.store.get(execution_id),
+                what="get",
+                execution_id=execution_id,
+                policy=self._ctx.store_retry,
+            )
             run = ExecutionRun(self._ctx, execution)
             self._runs[execution_id] = (run, self._runs[execution_id][1])
             if execution.cancel_requested:
@@ -208,10 +214,10 @@ class WorkerPool:
         except LeaseLostError:
             log.info("execution.lease_lost")
         except AgentError as exc:
-            # The database failed us (a TRANSIENT error: the run decides FAILED on
-            # anything else). The lease is not renewed any more, so it expires and
-            # this or another replica resumes from the stored state after
-            # lease_seconds (a natural backoff; releasing now would spin).
+            # The database failed us for longer than the store retry budget (a
+            # TRANSIENT error: the run decides FAILED on anything else). The lease
+            # is not renewed any more, so it expires and this or another replica
+            # resumes from the stored state after lease_seconds.
             log.warning("execution.run_failed", reason=exc.reason, message=exc.message)
         except Exception:
             # Only when even deciding FAILED failed: the lease lapses as above.

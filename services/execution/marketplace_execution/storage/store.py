@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from marketplace_common.db import run_transaction
 from marketplace_common.errors import ErrorType
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -251,8 +253,7 @@ class SqlExecutionStore:
             if getattr(result, "rowcount", 0) != 1:
                 raise LeaseLostError(execution_id, owner)
             if attempt is not None:
-                session.add(attempt_row(execution_id, attempt))
-                await session.flush()
+                await _insert_attempt_once(session, execution_id, attempt)
             return await _load(session, execution_id)
 
         return await run_transaction(self._sessionmaker, fn)
@@ -292,6 +293,23 @@ class SqlExecutionStore:
             "updated_at": now,
         }
         return await self._fenced(execution_id, owner, values, deciding=False)
+
+
+async def _insert_attempt_once(
+    session: AsyncSession, execution_id: uuid.UUID, attempt: AttemptView
+) -> None:
+    """Stores the attempt unless its number is stored already.
+
+    A worker retries a write whose commit it could not confirm (a lost
+    connection, ``domain.store_retry``); the attempt it wrote then is this one.
+    """
+    row = attempt_row(execution_id, attempt)
+    values = {c.key: getattr(row, c.key) for c in AttemptRow.__table__.columns if c.key != "id"}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(AttemptRow).values(**values)
+    await session.execute(
+        statement.on_conflict_do_nothing(index_elements=["execution_id", "number"])
+    )
 
 
 def _outcome_values(outcome: Outcome, now: datetime) -> dict[str, object]:
