@@ -16,6 +16,7 @@ from marketplace_common.paging import (
     decode_page_token,
     encode_page_token,
     filters_digest,
+    page_token_problem,
 )
 
 ROW_ID = uuid.UUID("8f1c2f0e-2b7a-4c1e-9a37-1d2f3e4a5b6c")
@@ -129,3 +130,12 @@ GARBAGE: dict[str, str] = {
 def test_garbage_token_is_invalid_page_token(token: str) -> None:
     with pytest.raises(InvalidPageTokenError):
         decode_page_token(token, FILTERS)
+
+
+def test_page_token_problem_judges_the_form_alone() -> None:
+    # For a request that already failed validation: no filters are known yet.
+    assert page_token_problem("") is None
+    assert page_token_problem(encode_page_token(CREATED, ROW_ID, "other filters")) is None
+    assert page_token_problem("!!!") == "malformed page token"
+    assert page_token_problem(_token(_body(v=2))) == "malformed page token"
+    assert page_token_problem("A" * (MAX_TOKEN_LENGTH + 1)) == "malformed page token"

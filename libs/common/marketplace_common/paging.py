@@ -34,6 +34,7 @@ __all__ = [
     "decode_page_token",
     "encode_page_token",
     "filters_digest",
+    "page_token_problem",
 ]
 
 TOKEN_VERSION = 1
@@ -101,11 +102,33 @@ def decode_page_token(token: str, filters: str) -> PageCursor | None:
     """
     if not token:
         return None
+    cursor, issued_for = _parse(token)
+    if issued_for != filters:
+        raise InvalidPageTokenError("the page token was issued for different filters")
+    return cursor
+
+
+def page_token_problem(token: str) -> str | None:
+    """Why ``token`` is no page token of any list (None when empty or well-formed).
+
+    For a request that already failed validation: its malformed token is
+    reported with the other bad fields, before any filters are known.
+    """
+    if not token:
+        return None
+    try:
+        _parse(token)
+    except InvalidPageTokenError as exc:
+        return exc.description
+    return None
+
+
+def _parse(token: str) -> tuple[PageCursor, str]:
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidPageTokenError("malformed page token")
     try:
         body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        cursor, issued_for = _cursor(body)
+        return _cursor(body)
     except (
         binascii.Error,
         ValueError,  # also UnicodeDecodeError and json.JSONDecodeError
@@ -116,9 +139,6 @@ def decode_page_token(token: str, filters: str) -> PageCursor | None:
         RecursionError,  # JSON nested past the interpreter's limit
     ):
         raise InvalidPageTokenError("malformed page token") from None
-    if issued_for != filters:
-        raise InvalidPageTokenError("the page token was issued for different filters")
-    return cursor
 
 
 def _cursor(body: Any) -> tuple[PageCursor, str]:

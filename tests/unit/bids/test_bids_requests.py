@@ -105,6 +105,15 @@ def test_reversed_time_range_is_reported_with_other_bad_fields() -> None:
     assert fields(r.ListTasksRequest, data) == {"client_email", "created_before", "page_size"}
 
 
+def test_malformed_page_token_is_reported_with_other_bad_fields() -> None:
+    data = {"bid_id": UUID, "page_size": -1, "page_token": "!!!"}
+    assert fields(r.ListBidEventsRequest, data) == {"page_size", "page_token"}
+    assert fields(r.ListBidsRequest, {"page_size": -1, "page_token": "A" * 3000}) == {
+        "page_size",
+        "page_token",
+    }
+
+
 def test_naive_timestamps_are_invalid() -> None:
     assert fields(r.ListTasksRequest, {"created_after": datetime(2024, 1, 1)}) == {"created_after"}
 

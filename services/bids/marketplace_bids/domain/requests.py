@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from marketplace_common.errors import ErrorType, FieldViolation, InvalidArgumentError
+from marketplace_common.paging import page_token_problem
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -214,14 +215,28 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise invalid_argument(exc) from None
+        raise invalid_argument(exc, _page_token_violations(model, data)) from None
 
 
-def invalid_argument(exc: ValidationError) -> InvalidArgumentError:
-    """One InvalidArgumentError with a FieldViolation per pydantic error."""
+def _page_token_violations(model: type[BaseModel], data: Mapping[str, Any]) -> list[FieldViolation]:
+    # Page tokens are decoded after validation, against the filters; when other
+    # fields already failed, a malformed one is named with them.
+    token = data.get("page_token")
+    if "page_token" not in model.model_fields or not isinstance(token, str):
+        return []
+    problem = page_token_problem(token)
+    return [] if problem is None else [FieldViolation("page_token", problem)]
+
+
+def invalid_argument(
+    exc: ValidationError, extra: list[FieldViolation] | None = None
+) -> InvalidArgumentError:
+    """One InvalidArgumentError with a FieldViolation per pydantic error (and ``extra``)."""
     violations: list[FieldViolation] = []
     for error in exc.errors(include_url=False, include_input=False):
         field = violation_field(error["loc"], error.get("ctx"))
         violations.append(FieldViolation(field, error["msg"]))
+    seen = {v.field for v in violations}
+    violations += [v for v in extra or [] if v.field not in seen]
     fields = ", ".join(dict.fromkeys(v.field for v in violations))
     return InvalidArgumentError(f"invalid request: {fields}", violations=violations)
