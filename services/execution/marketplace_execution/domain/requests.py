@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 from marketplace_common.errors import FieldViolation, InvalidArgumentError
+from marketplace_common.paging import page_token_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marketplace_execution.domain.models import DEFAULT_MAX_ATTEMPTS, ExecutionStatus
@@ -146,5 +147,11 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
             )
             for err in exc.errors(include_url=False)
         ]
+        # Page tokens are decoded after validation (against the filters): when other
+        # fields failed, a malformed one is named with them.
+        token = data.get("page_token")
+        problem = page_token_problem(token) if isinstance(token, str) else None
+        if problem and "page_token" not in {v.field for v in violations}:
+            violations.append(FieldViolation("page_token", problem))
         fields = ", ".join(v.field for v in violations)
         raise InvalidArgumentError(f"invalid request: {fields}", violations=violations) from None
