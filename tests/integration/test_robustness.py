@@ -904,6 +904,12 @@ class World:
     def _job(self) -> str:
         return f"world-job-{len(self.job_of) + 1}"
 
+    def _key(self) -> str:
+        """A fresh event_id, remembered so later requests can reuse it by mistake."""
+        key = new_id()
+        self.known_ids.append(key)
+        return key
+
     async def task(self, status: str = "PENDING") -> tuple[str, str]:
         """A task of alice's in ``status``; (task_id, the execution_id that moved it)."""
         created = bids_pb2.CreateTaskRequest(
@@ -917,17 +923,17 @@ class World:
         if status == "PENDING":
             return task_id, ""
         start = bids_pb2.StartTaskRequest(
-            task_id=task_id, execution_id=execution_id, event_id=new_id()
+            task_id=task_id, execution_id=execution_id, event_id=self._key()
         )
         await ok(self.services, "StartTask", start, "service")
         if status == "COMPLETED":
             done = bids_pb2.CompleteTaskRequest(
-                task_id=task_id, execution_id=execution_id, event_id=new_id(), result="done"
+                task_id=task_id, execution_id=execution_id, event_id=self._key(), result="done"
             )
             await ok(self.services, "CompleteTask", done, "service")
         elif status == "FAILED":
             failed = bids_pb2.FailTaskRequest(
-                task_id=task_id, execution_id=execution_id, event_id=new_id(),
+                task_id=task_id, execution_id=execution_id, event_id=self._key(),
                 error_type=common_pb2.ERROR_TYPE_PERMANENT, message="boom",
             )  # fmt: skip
             await ok(self.services, "FailTask", failed, "service")
@@ -944,14 +950,14 @@ class World:
         self.job_of[bid_id] = placed.job_id
         self.known_ids += [bid_id, placed.request_id]
         if status == "WITHDRAWN":
-            withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid_id, event_id=new_id())
+            withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid_id, event_id=self._key())
             await ok(self.services, "WithdrawBid", withdraw, "agent")
         elif status == "REJECTED":
-            reject = bids_pb2.RejectBidRequest(bid_id=bid_id, event_id=new_id(), reason="no")
+            reject = bids_pb2.RejectBidRequest(bid_id=bid_id, event_id=self._key(), reason="no")
             await ok(self.services, "RejectBid", reject, "client")
         elif status == "ACCEPTED":
             accept = bids_pb2.AcceptBidRequest(
-                bid_id=bid_id, event_id=new_id(), client_email=ALICE, title="from bid"
+                bid_id=bid_id, event_id=self._key(), client_email=ALICE, title="from bid"
             )
             await ok(self.services, "AcceptBid", accept, "client")
         return bid_id
@@ -1512,7 +1518,8 @@ def _real_edges(world: World, base: Message, fd: FieldDescriptor) -> list[Any]:
     values = _edge_values(fd)
     if fd.type == FieldDescriptor.TYPE_STRING and fd.name != "page_token":
         own = getattr(base, fd.name)
-        values = [*values, *_id_variants(own), *world.known_ids[-6:]] if own else values
+        # The latest ids of other objects, and event_ids already used.
+        values = [*values, *_id_variants(own), *world.known_ids[-8:]] if own else values
     return values
 
 
@@ -1532,6 +1539,39 @@ async def test_field_edges_against_real_objects_answer_documented_codes(
             outcome = await rpc(services, name, _swapped(base, fd, value), caller)
             if outcome.code is OK and name in MUTATING:
                 base, caller = await BASES[name](world)
+
+
+async def test_extreme_amounts_survive_the_whole_bid_to_delivery_path(
+    services: Services, world: World
+) -> None:
+    # The largest Money a request may carry (int64 units, 999,999,999 nanos) goes
+    # through PlaceBid, AcceptBid (the task budget), the task transitions and the
+    # delivery unchanged on both backends (BIGINT/INTEGER columns, no overflow).
+    largest = common_pb2.Money(currency_code="EUR", units=INT64[1], nanos=999_999_999)
+    place = bids_pb2.PlaceBidRequest(
+        request_id=new_id(), marketplace="upwork", job_id="max-amount", agent_id="agent-1",
+        amount=largest, proposal="😀" * 2_500,
+    )  # fmt: skip
+    bid = bids_pb2.PlaceBidResponse.FromString(await ok(services, "PlaceBid", place, "agent")).bid
+    accept = bids_pb2.AcceptBidRequest(
+        bid_id=bid.bid_id, event_id=new_id(), client_email=ALICE, title="é" * 200
+    )
+    reply = await ok(services, "AcceptBid", accept, "client")
+    task_id = bids_pb2.AcceptBidResponse.FromString(reply).task.task_id
+    execution_id = new_id()
+    for name, request in [
+        ("StartTask", bids_pb2.StartTaskRequest(
+            task_id=task_id, execution_id=execution_id, event_id=new_id())),
+        ("CompleteTask", bids_pb2.CompleteTaskRequest(
+            task_id=task_id, execution_id=execution_id, event_id=new_id(),
+            result="\U0010ffff" * 100_000)),
+    ]:  # fmt: skip
+        await ok(services, name, request, "service")
+    token = await world.delivery_token(task_id)
+    reply = await ok(services, "GetDelivery", bids_pb2.GetDeliveryRequest(token=token), "client")
+    delivery = bids_pb2.GetDeliveryResponse.FromString(reply).delivery
+    assert delivery.amount == largest
+    assert delivery.result == "\U0010ffff" * 100_000
 
 
 async def test_services_still_healthy_afterwards(services: Services) -> None:
