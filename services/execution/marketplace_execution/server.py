@@ -80,7 +80,7 @@ async def create_server(
 
     ``job_runner`` replaces the attempt loop built from the settings (tests).
     """
-    engine = create_engine(settings.database_url, pool_size=max(5, min(settings.workers, 20)))
+    engine = create_engine(settings.database_url, pool_size=settings.effective_db_pool_size)
     if require_migrated and not await is_up_to_date(engine, MIGRATIONS_DIR):
         await engine.dispose()
         raise NotMigratedError(

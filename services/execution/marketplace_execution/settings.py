@@ -57,6 +57,23 @@ class ExecutionSettings(ServiceSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Lease renewal; also how soon a cancellation made through another replica is seen."""
     poll_seconds: float = Field(default=1.0, gt=0)
+    db_pool_size: int | None = Field(default=None, ge=1, le=1000)
+    """Pooled database connections (plus 10 overflow). None: ``min(max(workers, 5), 20)``.
+
+    More workers do not need more connections: on SQLite write transactions
+    queue in the process for the single write lock and hold one connection
+    at a time (reads take the others), and on either backend the event loop's
+    CPU, not the pool, bounds the transactions per second long before 20
+    connections. Raise it on PostgreSQL when the log shows
+    ``execution.store_retry`` with reason DATABASE_UNAVAILABLE (checkout
+    timeouts, retried while the lease is held) or API reads queue, and keep
+    replicas x (db_pool_size + 10) under PostgreSQL's max_connections."""
+
+    @property
+    def effective_db_pool_size(self) -> int:
+        """``db_pool_size``, or the default derived from ``workers``."""
+        return self.db_pool_size or min(max(self.workers, 5), 20)
+
     watch_poll_seconds: float = Field(default=1.0, gt=0)
     cancel_wait_seconds: float = Field(default=5.0, ge=0)
 
