@@ -256,18 +256,11 @@ def _print_pacing(loop: PacingResult, path: ServicePathResult) -> bool:
     print("   b) where an execution's time goes (median / p99 / max, s):")
     for name, values in path.phases.items():
         print(f"      {name:<50}{_spread(values)}")
-    print(
-        f"   b) {path.resumed} executions waited more than a lease (10 s) before their call: "
-        "most likely a database error (the engine pool's 5 s checkout timeout, 1000 runs"
-    )
-    print(
-        "      on 30 connections) let their lease lapse and a claim resumed them. The rest is "
-        "the database: every run does its claim, StartTask and status write before the"
-    )
-    print(
-        "      pacer and four more writes after the call, and SQLite takes one writer at a "
-        "time; the 1 s pacing pause itself overlaps fully (the pacing row)."
-    )
+    print(f"   b) {path.resumed} executions waited more than a lease (10 s) before their call.")
+    print("      Where the rest goes: every run does its claim, StartTask and status write before")
+    print("      the pacer and four more writes after the call, one transaction or RPC each, on")
+    print("      one event loop (and SQLite takes one writer at a time); the 1 s pacing pause")
+    print("      itself overlaps fully (the pacing row).")
     return ok_loop and path.lag_p99 <= LAG_P99_TARGET
 
 
