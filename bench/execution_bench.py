@@ -46,8 +46,8 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
 from marketplace_common.retry import RetryPolicy, backoff_delay
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
@@ -57,11 +57,6 @@ from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 from prometheus_client import CollectorRegistry
-
-if TYPE_CHECKING:  # mypy sees bench/ from the repository root
-    from bench.execution_service_path import ServicePathResult, bench_service_path
-else:  # run as a script: bench/ itself is on the path
-    from execution_service_path import ServicePathResult, bench_service_path
 
 SCHEMA = {
     "type": "object",

@@ -21,7 +21,7 @@ async def test_execution_bench_runs_every_measurement_at_a_tiny_size(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.syspath_prepend(str(BENCH_DIR))
-    import execution_bench  # type: ignore[import-not-found]
+    import execution_bench
 
     # The bench silences logging process-wide; leave the session's logging alone.
     monkeypatch.setattr(execution_bench, "configure_logging", lambda *a, **k: None)
