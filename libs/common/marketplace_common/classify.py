@@ -22,6 +22,11 @@ Decisions worth knowing:
 * The optional libraries (asyncpg, openai, jsonschema, httpx) are looked up
   in ``sys.modules``: an exception of a library that was never imported
   cannot exist, so this module imports none of them.
+
+Where things live: this module holds the public API, the rules for
+databases, validation and OS errors, and the wrapping into ``AgentError``;
+the rules for the ``openai`` client and httpx (by HTTP status) and the
+``sys.modules`` lookup are in :mod:`marketplace_common.classify_http`.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ import json
 import re
 import socket
 import sqlite3
-import sys
 from collections.abc import Callable, Iterable
 
 import grpc
 import pydantic
 from sqlalchemy import exc as sa_exc
 
+from marketplace_common.classify_http import by_httpx, by_openai, is_instance_of, wrap_llm_permanent
 from marketplace_common.delays import server_directed_delay
 from marketplace_common.errors import (
     AgentError,
@@ -105,16 +110,6 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 _SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 _SQLITE_BUSY_TEXT = re.compile(r"database (table )?is locked|database is busy", re.IGNORECASE)
-
-_LLM_PERMANENT_CODES = frozenset(
-    {
-        "context_length_exceeded",
-        "content_policy_violation",
-        "content_filter",
-        "insufficient_quota",  # a 429 that waiting does not cure
-        "invalid_api_key",
-    }
-)
 
 
 def categorize_exception(exc: BaseException) -> ErrorType:
@@ -219,53 +214,10 @@ def _by_sqlalchemy(exc: Exception) -> ErrorType | None:
     return None
 
 
-def _module_class(module: str, name: str) -> type[BaseException] | None:
-    cls = getattr(sys.modules.get(module), name, None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
-
-
-def _is(exc: BaseException, module: str, name: str) -> bool:
-    cls = _module_class(module, name)
-    return cls is not None and isinstance(exc, cls)
-
-
-def _status_code_type(status: int) -> ErrorType:
-    if status in (408, 409, 429) or status >= 500:
-        return T.TRANSIENT
-    return T.PERMANENT
-
-
-def _by_openai(exc: Exception) -> ErrorType | None:
-    if not _is(exc, "openai", "OpenAIError"):
-        return None
-    if _is(exc, "openai", "APIConnectionError"):  # includes APITimeoutError
-        return T.TRANSIENT
-    if _is(exc, "openai", "APIStatusError"):
-        if getattr(exc, "code", None) in _LLM_PERMANENT_CODES:
-            return T.PERMANENT
-        return _status_code_type(int(getattr(exc, "status_code", 500)))
-    if _is(exc, "openai", "LengthFinishReasonError"):
-        return T.LLM_FIXABLE  # the answer was cut off: re-asking for a shorter one can fix it
-    if _is(exc, "openai", "ContentFilterFinishReasonError"):
-        return T.PERMANENT
-    if _is(exc, "openai", "APIResponseValidationError"):
-        return T.PERMANENT  # an incompatible endpoint stays incompatible
-    return T.FATAL
-
-
-def _by_httpx(exc: Exception) -> ErrorType | None:
-    for module in ("httpx2", "httpx"):
-        if _is(exc, module, "TransportError"):
-            return T.TRANSIENT
-        if _is(exc, module, "HTTPStatusError"):
-            return _status_code_type(int(exc.response.status_code))  # type: ignore[attr-defined]
-    return None
-
-
 def _by_validation(exc: Exception) -> ErrorType | None:
     if isinstance(exc, pydantic.ValidationError | json.JSONDecodeError):
         return T.PERMANENT
-    if _is(exc, "jsonschema", "ValidationError") or _is(exc, "jsonschema", "SchemaError"):
+    if any(is_instance_of(exc, "jsonschema", name) for name in ("ValidationError", "SchemaError")):
         return T.PERMANENT
     return None
 
@@ -284,8 +236,8 @@ _RULES: tuple[Callable[[Exception], ErrorType | None], ...] = (
     _by_sqlstate,
     _by_sqlite,
     _by_sqlalchemy,
-    _by_openai,
-    _by_httpx,
+    by_openai,
+    by_httpx,
     _by_validation,
     _by_os,
 )
@@ -349,7 +301,7 @@ def _wrap_transient(exc: BaseException) -> AgentError:
     status = getattr(exc, "status_code", None)
     if status == 429:
         return RateLimitedError("A dependency is rate limiting us; retry later.")
-    if isinstance(exc, TimeoutError) or _is(exc, "openai", "APITimeoutError"):
+    if isinstance(exc, TimeoutError) or is_instance_of(exc, "openai", "APITimeoutError"):
         return DeadlineExceededError("A dependency did not answer in time.")
     return UnavailableError("A dependency is unavailable; retry later.")
 
@@ -364,8 +316,8 @@ def _wrap_permanent(exc: BaseException) -> AgentError:
         return AlreadyExistsError("The resource already exists.")
     if state.startswith("22"):
         return InvalidArgumentError("A value is out of range for storage.")
-    if _is(exc, "openai", "OpenAIError"):
-        return _wrap_llm_permanent(exc)
+    if is_instance_of(exc, "openai", "OpenAIError"):
+        return wrap_llm_permanent(exc)
     return FailedPreconditionError("The operation cannot be performed.")
 
 
@@ -376,25 +328,6 @@ def _is_sqlite_unique_violation(exc: BaseException) -> bool:
     # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
     code = getattr(error, "sqlite_errorcode", None)
     return code in (1555, 2067) or "UNIQUE constraint failed" in str(error)
-
-
-def _wrap_llm_permanent(exc: Exception) -> AgentError:
-    code = getattr(exc, "code", None)
-    if code == "context_length_exceeded":
-        return InvalidArgumentError(
-            "The prompt is too long for the model.", reason="CONTEXT_LENGTH_EXCEEDED"
-        )
-    if code in ("content_policy_violation", "content_filter") or _is(
-        exc, "openai", "ContentFilterFinishReasonError"
-    ):
-        return FailedPreconditionError(
-            "The LLM provider refused the content.", reason="CONTENT_POLICY_VIOLATION"
-        )
-    status = getattr(exc, "status_code", None)
-    suffix = f" (HTTP {status})" if isinstance(status, int) else ""
-    return FailedPreconditionError(
-        f"The LLM provider rejected the request{suffix}.", reason="LLM_REQUEST_REJECTED"
-    )
 
 
 def _pydantic_violations(exc: pydantic.ValidationError) -> list[FieldViolation]:
