@@ -1,6 +1,6 @@
 """Request values with no Python counterpart are the caller's mistake (INVALID_ARGUMENT).
 
-Regressions found by tests/integration/test_robustness.py: out-of-range
+Regressions found by tests/integration/robustness/: out-of-range
 Timestamps/Durations and deeply nested page tokens used to escape validation
 as ValueError/OverflowError/RecursionError, answered INTERNAL.
 """

@@ -1,4 +1,4 @@
-"""Caller input that used to escape validation (found by tests/integration/test_robustness.py).
+"""Caller input that used to escape validation (found by tests/integration/robustness/).
 
 Each answered INTERNAL: a page token whose "i" is not a string (AttributeError
 in uuid.UUID), JSON nested past the recursion limit in a page token or an
