@@ -72,7 +72,10 @@ class FakeBids(_BidsBase):
             case "service-only":
                 require_role(Role.SERVICE)
             case "timeout":
-                return _bid(request.bid_id, proposal=repr(call_timeout(30.0)))
+                # The deadline as this RPC sees it first, then the downstream timeout.
+                call = current_call()
+                remaining = None if call is None else call.time_remaining()
+                return _bid(request.bid_id, proposal=f"{remaining!r}|{call_timeout(30.0)!r}")
             case "downstream":
                 return await self._downstream(request.bid_id)
         return _bid(request.bid_id, proposal=current_principal().subject)
