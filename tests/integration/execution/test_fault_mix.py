@@ -62,7 +62,8 @@ async def test_rate_limit_with_retry_after_waits_the_server_delay_then_succeeds(
     assert (first.delay, first.delay_source) == (1.0, DelaySource.SERVER_RETRY_AFTER)
     assert second.error_type is None
     gap = openai_server.requests[1].at - openai_server.requests[0].at
-    assert 1.0 <= gap < 1.5
+    # At least the server's delay, and not the delay twice over (slack for a busy machine).
+    assert 1.0 <= gap < 1.9
 
 
 async def test_bad_api_key_is_one_permanent_attempt(
