@@ -144,6 +144,7 @@ class GrpcServer:
         self._health_names = ("", *health_service_names)
         self._metrics_http: MetricsHttpServer | None = None
         self._hooks: list[ShutdownHook] = []
+        self._stopping_callbacks: list[Callable[[], None]] = []
         self._port: int | None = None
         self._stopping = False
         self.stopping = asyncio.Event()
@@ -217,6 +218,11 @@ class GrpcServer:
         self.log.info("server.stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
         self.stopping.set()
+        for callback in self._stopping_callbacks:
+            try:
+                callback()
+            except Exception:
+                self.log.exception("server.stopping_callback_failed", callback=repr(callback))
         await self.server.stop(grace)
         for hook in reversed(self._hooks):
             try:
@@ -227,6 +233,12 @@ class GrpcServer:
             await asyncio.to_thread(self._metrics_http.close)
             self._metrics_http = None
         self.log.info("server.stopped")
+
+    def on_stopping(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a stop begins: after health turns NOT_SERVING and
+        before in-flight calls are drained, so long server streams can end at once
+        instead of holding the grace period."""
+        self._stopping_callbacks.append(callback)
 
     async def wait_for_termination(self) -> None:
         """Wait until the server has stopped."""

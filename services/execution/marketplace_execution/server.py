@@ -115,6 +115,7 @@ async def create_server(
     server = create_grpc_server(
         settings, [GrpcService(servicer, add_fn, SERVICE_NAME)], domain=DOMAIN, metrics=metrics
     )
+    server.on_stopping(service.close_watches)
     handle = ExecutionServer(server, service, pool, engine, channel, llm)
     _add_shutdown_hooks(handle, settings)
     port = await server.start()

@@ -5,9 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-from execution_support import S, final_state, openai_settings, submit, wait_for_status
+import grpc
+import pytest
+from execution_support import (
+    S,
+    error_details,
+    final_state,
+    openai_settings,
+    submit,
+    wait_for_status,
+)
 from marketplace.bids.v1 import bids_pb2
 from marketplace.common.v1 import common_pb2
 from marketplace.execution.v1 import execution_pb2 as pb
@@ -53,6 +63,31 @@ async def test_watch_unsubscribes_when_the_client_goes_away(
             break
         await asyncio.sleep(0.02)
     assert bus.subscriber_count(execution_id) == 0
+
+
+async def _read_to_the_end(events: AsyncIterator[Any]) -> None:
+    async for _ in events:
+        pass
+
+
+async def test_a_watch_ends_with_unavailable_when_the_server_stops(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    server, stub = await start_execution(llm_offline_latency_seconds=30.0)
+    execution = await submit(stub, bids.add_task())
+    call = stub.WatchExecution(pb.WatchExecutionRequest(execution_id=execution.execution_id))
+    events = aiter(call)
+    await anext(events)  # subscribed; the execution runs for 30 s
+    started = time.monotonic()
+    stopping = asyncio.create_task(server.stop(10.0))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _read_to_the_end(events)
+    # Ended by the stop, not by the 10 s grace running out.
+    assert time.monotonic() - started < 5
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(caught.value).retry_delay == pytest.approx(1.0)
+    await stopping
 
 
 async def test_unauthorized_openai_key_fails_the_execution_and_the_task_after_one_attempt(

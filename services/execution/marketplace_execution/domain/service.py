@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from marketplace_common.errors import UnavailableError
 
 from marketplace_execution.domain.errors import (
     IdempotencyKeyReusedError,
@@ -84,6 +85,13 @@ class ExecutionService:
         self._now = now
         self._wake = wake
         self._cancel_local = cancel_local
+        self._closing = False
+
+    def close_watches(self) -> None:
+        """End every open watch (the server is stopping): each ends with
+        UNAVAILABLE and a retry delay, so its client watches again on a replica
+        that is not going away, instead of holding this one's grace period."""
+        self._closing = True
 
     async def submit(self, request: SubmitRequest) -> Execution:
         """Checks the task with BidService and stores the execution QUEUED (idempotent)."""
@@ -171,13 +179,20 @@ class ExecutionService:
         """The current state, then each attempt and status change, until a terminal state.
 
         Events of this process arrive at once; changes made by another replica
-        are found by polling every ``watch_poll_seconds``.
+        are found by polling every ``watch_poll_seconds``. When the server stops
+        (``close_watches``), the stream ends within that interval with
+        UNAVAILABLE, so the client watches again elsewhere.
         """
         with self._bus.subscribe(execution_id) as events:
             current = await self._store.get(execution_id)
             yield ExecutionEvent(current, status_change=(None, current.status))
             seen_status, seen_attempts = current.status, len(current.attempts)
             while not seen_status.terminal:
+                if self._closing:
+                    raise UnavailableError(
+                        "the server is shutting down: watch the execution again",
+                        retry_after=1.0,
+                    )
                 try:
                     async with asyncio.timeout(self._config.watch_poll_seconds):
                         news = [await events.get()]
