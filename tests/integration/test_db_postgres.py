@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -251,9 +250,7 @@ async def test_throwaway_cluster_starts_answers_and_stops(
         cluster = pg_cluster_starter(None)
         url = await asyncio.to_thread(cluster.__enter__)
     except RuntimeError as exc:  # conftest's ClusterUnavailableError
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no local PostgreSQL binaries: {exc}")
+        pytest.skip(f"no local PostgreSQL binaries: {exc}")  # fails under CI (conftest)
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
