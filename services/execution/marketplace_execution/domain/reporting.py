@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import structlog
 from marketplace_common.classify import as_agent_error
 from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.retry import RetryPolicy, compute_delay
 
 _log = structlog.get_logger(__name__)
 
@@ -28,6 +29,10 @@ class ReportPolicy:
 
     base_delay: float = 0.2
     max_delay: float = 5.0
+
+    def as_retry_policy(self) -> RetryPolicy:
+        """The kit's policy with this backoff (no attempt or time limit of its own)."""
+        return RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay, deadline=None)
 
 
 async def call_until_landed(
@@ -60,8 +65,9 @@ async def call_until_landed(
                     message=err.message,
                 )
                 return err
-            backoff = jitter.uniform(0, min(policy.max_delay, policy.base_delay * 2**attempt))
-            delay = min(policy.max_delay, err.retry_after) if err.retry_after else backoff
+            # The server's delay (RetryInfo) wins over backoff, capped by our own maximum.
+            delay, _ = compute_delay(err, attempt, policy.as_retry_policy(), jitter)
+            delay = min(policy.max_delay, delay)
             _log.info(
                 "execution.bids_call_retry",
                 call=what,

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import structlog
 from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.retry import RetryPolicy, backoff_delay
 
 from marketplace_execution.domain.errors import LeaseLostError
 
@@ -47,6 +48,10 @@ class StoreRetryPolicy:
     max_delay: float = 1.0
     budget_seconds: float = 30.0
     """How long to keep trying; the server sets it to ``lease_seconds``."""
+
+    def as_retry_policy(self) -> RetryPolicy:
+        """The kit's policy with this backoff (the budget is enforced by ``until_stored``)."""
+        return RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay, deadline=None)
 
 
 async def until_stored(
@@ -73,8 +78,7 @@ async def until_stored(
             if left <= 0:
                 raise
             jitter = jitter or random.Random()
-            backoff = jitter.uniform(0, min(policy.max_delay, policy.base_delay * 2**attempt))
-            delay = min(left, backoff)
+            delay = min(left, backoff_delay(attempt, policy.as_retry_policy(), jitter))
             _log.info(
                 "execution.store_retry",
                 call=what,
