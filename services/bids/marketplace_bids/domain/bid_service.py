@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from marketplace_common.auth import Principal, Role
-from marketplace_common.errors import ConflictError
 from marketplace_common.logging import get_logger
 
 from marketplace_bids.domain import access
@@ -20,16 +19,14 @@ from marketplace_bids.domain.errors import (
 from marketplace_bids.domain.idempotency import (
     EVENT_SCOPE,
     PLACE_BID_SCOPE,
+    IdempotencyKey,
     fingerprint,
-    replay,
-    stored,
 )
 from marketplace_bids.domain.models import Bid, BidEvent, BidTransition, Page, Task
 from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
 from marketplace_bids.domain.ports import (
     PENDING_BID_KEY,
     BidFilter,
-    DuplicateKeyError,
     Repositories,
     UnitOfWork,
 )
@@ -51,13 +48,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The current time, time-zone aware, in UTC."""
     return datetime.now(UTC)
-
-
-def concurrent_write_error() -> ConflictError:
-    """A uniqueness race that a retry of the whole call resolves."""
-    return ConflictError(
-        "a concurrent request wrote the same key; retry the call", retry_after=0.05
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,32 +75,32 @@ class BidService:
         """Place a PENDING bid; a repeat of request_id returns the first result."""
         access.require_agent(principal, "place a bid", req.agent_id)
         fp = fingerprint("PlaceBid", principal, req)
+        key = IdempotencyKey(PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
 
         async def work(repos: Repositories) -> Bid:
-            first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+            first = await key.replay(repos)
             if first is not None:
                 return first
             if await repos.bids.find_pending(req.marketplace, req.job_id, req.agent_id):
                 # The pending bid may be this very request's, committed by a concurrent
                 # twin since the lookup above (both rows commit together): look again.
-                first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+                first = await key.replay(repos)
                 if first is not None:
                     return first
                 raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id)
-            bid = self._new_bid(req)
-            try:
-                async with repos.savepoint():
-                    await repos.idempotency.add(PLACE_BID_SCOPE, req.request_id, stored(fp, bid))
-                    await repos.bids.add(bid)
-            except DuplicateKeyError as dup:
-                # Lost a race: the winner has committed, so its record is visible now.
-                first = await replay(repos, PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
-                if first is not None:
-                    return first
-                if dup.key == PENDING_BID_KEY:
-                    raise BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id) from None
-                raise concurrent_write_error() from None
-            self._log.info("bid.placed", bid_id=bid.bid_id, agent_id=bid.agent_id)
+            new = self._new_bid(req)
+            bid, created = await key.write_once(
+                repos,
+                new,
+                lambda: repos.bids.add(new),
+                refusal=lambda dup: (
+                    BidAlreadyActiveError(req.marketplace, req.job_id, req.agent_id)
+                    if dup.key == PENDING_BID_KEY
+                    else None
+                ),
+            )
+            if created:
+                self._log.info("bid.placed", bid_id=bid.bid_id, agent_id=bid.agent_id)
             return bid
 
         return await self._uow.run(work)
@@ -200,6 +190,7 @@ class BidService:
 
     async def _transition(self, principal: Principal, step: _Transition) -> BidTransition:
         fp = fingerprint(step.method, principal, step.request)
+        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, BidTransition, "event_id")
 
         async def work(repos: Repositories) -> tuple[BidTransition, BidStatus | None]:
             bid = await repos.bids.get(step.bid_id, lock=True)
@@ -207,7 +198,7 @@ class BidService:
                 raise BidNotFoundError(step.bid_id)
             if step.target is BidStatus.WITHDRAWN:
                 access.require_agent(principal, "withdraw the bid", bid.agent_id)
-            first = await self._replay(repos, step.event_id, fp)
+            first = await key.replay(repos)
             if first is not None:
                 return first, None
             if bid.status is not BidStatus.PENDING:
@@ -215,19 +206,15 @@ class BidService:
                     "bid", bid.bid_id, bid.status.value, step.target.value, "BID_NOT_PENDING"
                 )
             result = self._apply(principal, step, bid)
-            try:
-                async with repos.savepoint():
-                    await repos.bids.update(result.bid)
-                    if result.task is not None:
-                        await repos.tasks.add(result.task)
-                    await repos.bid_events.add(result.event)
-                    await repos.idempotency.add(EVENT_SCOPE, step.event_id, stored(fp, result))
-            except DuplicateKeyError:
-                first = await self._replay(repos, step.event_id, fp)
-                if first is not None:
-                    return first, None
-                raise concurrent_write_error() from None
-            return result, bid.status
+
+            async def write() -> None:
+                await repos.bids.update(result.bid)
+                if result.task is not None:
+                    await repos.tasks.add(result.task)
+                await repos.bid_events.add(result.event)
+
+            answer, written = await key.write_once(repos, result, write)
+            return answer, bid.status if written else None
 
         result, previous = await self._uow.run(work)
         if previous is not None:
@@ -239,10 +226,6 @@ class BidService:
                 task_id=result.task.task_id if result.task else None,
             )
         return result
-
-    @staticmethod
-    async def _replay(repos: Repositories, event_id: str, fp: str) -> BidTransition | None:
-        return await replay(repos, EVENT_SCOPE, event_id, fp, BidTransition, "event_id")
 
     def _apply(self, principal: Principal, step: _Transition, bid: Bid) -> BidTransition:
         now = self._now()

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from marketplace_common.auth import Principal
+from marketplace_common.errors import AgentError, ConflictError
 from pydantic import BaseModel
 
 from marketplace_bids.domain.access import actor_name
 from marketplace_bids.domain.errors import IdempotencyKeyReusedError
-from marketplace_bids.domain.ports import Repositories, StoredResponse
+from marketplace_bids.domain.ports import DuplicateKeyError, Repositories, StoredResponse
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -66,3 +69,54 @@ async def replay(
     if record.fingerprint != fingerprint_:
         raise IdempotencyKeyReusedError(field, key)
     return result_type.model_validate_json(record.response)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey(Generic[R]):
+    """One use of an idempotency key: where it is stored and what it answers."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    result_type: type[R]
+    field: str
+    """The request field holding the key (named in IDEMPOTENCY_KEY_REUSED)."""
+
+    async def replay(self, repos: Repositories) -> R | None:
+        """The stored answer if the key was used before with this request (see ``replay``)."""
+        return await replay(
+            repos, self.scope, self.key, self.fingerprint, self.result_type, self.field
+        )
+
+    async def write_once(
+        self,
+        repos: Repositories,
+        result: R,
+        write: Callable[[], Awaitable[None]],
+        *,
+        refusal: Callable[[DuplicateKeyError], AgentError | None] = lambda _dup: None,
+    ) -> tuple[R, bool]:
+        """Run ``write`` and store ``result`` under the key, in one savepoint.
+
+        Returns ``(result, True)``. A unique violation means a concurrent twin
+        committed first: the savepoint rolls back alone and its stored answer
+        is returned as ``(answer, False)``; when there is none, ``refusal(dup)``
+        (e.g. BID_ALREADY_ACTIVE) or a retryable conflict is raised.
+        """
+        try:
+            async with repos.savepoint():
+                await write()
+                await repos.idempotency.add(self.scope, self.key, stored(self.fingerprint, result))
+        except DuplicateKeyError as dup:
+            first = await self.replay(repos)
+            if first is not None:
+                return first, False
+            raise (refusal(dup) or concurrent_write_error()) from None
+        return result, True
+
+
+def concurrent_write_error() -> ConflictError:
+    """A uniqueness race that a retry of the whole call resolves."""
+    return ConflictError(
+        "a concurrent request wrote the same key; retry the call", retry_after=0.05
+    )

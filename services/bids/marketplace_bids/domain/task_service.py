@@ -10,7 +10,7 @@ from marketplace_common.errors import ErrorType
 from marketplace_common.logging import get_logger
 
 from marketplace_bids.domain import access
-from marketplace_bids.domain.bid_service import Clock, concurrent_write_error, utc_now
+from marketplace_bids.domain.bid_service import Clock, utc_now
 from marketplace_bids.domain.errors import (
     ExecutionMismatchError,
     InvalidTransitionError,
@@ -19,13 +19,12 @@ from marketplace_bids.domain.errors import (
 from marketplace_bids.domain.idempotency import (
     CREATE_TASK_SCOPE,
     EVENT_SCOPE,
+    IdempotencyKey,
     fingerprint,
-    replay,
-    stored,
 )
 from marketplace_bids.domain.models import Page, Task, TaskEvent
 from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
-from marketplace_bids.domain.ports import DuplicateKeyError, Repositories, TaskFilter, UnitOfWork
+from marketplace_bids.domain.ports import Repositories, TaskFilter, UnitOfWork
 from marketplace_bids.domain.requests import (
     CompleteTaskRequest,
     CreateTaskRequest,
@@ -72,13 +71,14 @@ class TaskService:
         """Create a PENDING task directly; a repeat of request_id returns the first result."""
         access.require_client(principal, "create a task", req.client_email)
         fp = fingerprint("CreateTask", principal, req)
+        key = IdempotencyKey(CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id")
 
         async def work(repos: Repositories) -> Task:
-            first = await replay(repos, CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id")
+            first = await key.replay(repos)
             if first is not None:
                 return first
             now = self._now()
-            task = Task(
+            new = Task(
                 task_id=str(uuid.uuid4()),
                 client_email=req.client_email,
                 title=req.title,
@@ -88,18 +88,9 @@ class TaskService:
                 created_at=now,
                 updated_at=now,
             )
-            try:
-                async with repos.savepoint():
-                    await repos.idempotency.add(CREATE_TASK_SCOPE, req.request_id, stored(fp, task))
-                    await repos.tasks.add(task)
-            except DuplicateKeyError:
-                first = await replay(
-                    repos, CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id"
-                )
-                if first is not None:
-                    return first
-                raise concurrent_write_error() from None
-            self._log.info("task.created", task_id=task.task_id)
+            task, created = await key.write_once(repos, new, lambda: repos.tasks.add(new))
+            if created:
+                self._log.info("task.created", task_id=task.task_id)
             return task
 
         return await self._uow.run(work)
@@ -170,27 +161,24 @@ class TaskService:
     async def _transition(self, principal: Principal, step: _Step) -> Task:
         access.require_roles(principal, f"call {step.method}", Role.SERVICE)
         fp = fingerprint(step.method, principal, step.request)
+        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, Task, "event_id")
 
         async def work(repos: Repositories) -> tuple[Task, TaskStatus | None]:
             task = await repos.tasks.get(step.task_id, lock=True)
             if task is None:
                 raise TaskNotFoundError(step.task_id)
-            first = await replay(repos, EVENT_SCOPE, step.event_id, fp, Task, "event_id")
+            first = await key.replay(repos)
             if first is not None:
                 return first, None
             _check_transition(task, step)
             updated, event = self._apply(principal, step, task)
-            try:
-                async with repos.savepoint():
-                    await repos.tasks.update(updated)
-                    await repos.task_events.add(event)
-                    await repos.idempotency.add(EVENT_SCOPE, step.event_id, stored(fp, updated))
-            except DuplicateKeyError:
-                first = await replay(repos, EVENT_SCOPE, step.event_id, fp, Task, "event_id")
-                if first is not None:
-                    return first, None
-                raise concurrent_write_error() from None
-            return updated, task.status
+
+            async def write() -> None:
+                await repos.tasks.update(updated)
+                await repos.task_events.add(event)
+
+            answer, written = await key.write_once(repos, updated, write)
+            return answer, task.status if written else None
 
         task, previous = await self._uow.run(work)
         if previous is not None:
