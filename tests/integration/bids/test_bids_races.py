@@ -29,6 +29,8 @@ from marketplace.bids.v1 import bids_pb2
 
 pytestmark = pytest.mark.slow
 
+DOMAIN = "bids.marketplace"
+
 
 @pytest.fixture
 async def pair(db_url: str) -> AsyncIterator[tuple[Harness, Harness]]:
@@ -49,6 +51,23 @@ async def _outcomes(calls: list[Any]) -> tuple[list[Any], list[grpc.aio.AioRpcEr
     unexpected = [r for r in results if isinstance(r, BaseException) and r not in failed]
     assert not unexpected, unexpected
     return ok, failed
+
+
+def _reasons(failed: list[grpc.aio.AioRpcError]) -> Counter[tuple[grpc.StatusCode, str]]:
+    """(code, ErrorInfo reason) of every loser; each carries exactly one ErrorInfo of our domain."""
+    decoded = [details(exc) for exc in failed]
+    assert {(d.info.domain, d.info_count) for d in decoded} <= {(DOMAIN, 1)}
+    return Counter((d.code, d.info.reason) for d in decoded)
+
+
+async def _event_row(url: str, bid_id: str) -> str:
+    """The bid's only audit event as 'event_id previous new' (fails unless exactly one)."""
+    sql = (
+        "SELECT event_id || ' ' || previous_status || ' ' || new_status"
+        " FROM bid_events WHERE bid_id = :b"
+    )
+    row: str = await scalar(url, sql, b=bid_id)
+    return row
 
 
 async def _place(caller: Caller, **kw: Any) -> bids_pb2.Bid:
@@ -74,16 +93,29 @@ async def test_withdraw_racing_accept_makes_exactly_one_transition(
 
     assert len(ok) == 1
     assert len(failed) == 59
-    reasons = Counter((d.code, d.info.reason) for d in map(details, failed))
-    assert reasons == {(grpc.StatusCode.FAILED_PRECONDITION, "BID_NOT_PENDING"): 59}
+    assert _reasons(failed) == {(grpc.StatusCode.FAILED_PRECONDITION, "BID_NOT_PENDING"): 59}
     url = first.url
     events = await scalar(url, "SELECT count(*) FROM bid_events WHERE bid_id = :b", b=bid.bid_id)
     assert events == 1
-    winner = ok[0].bid.status
+    won = ok[0]
+    winner = won.bid.status
+    assert winner in (bids_pb2.BID_STATUS_ACCEPTED, bids_pb2.BID_STATUS_WITHDRAWN)
+    name = bids_pb2.BidStatus.Name(winner).removeprefix("BID_STATUS_")
+    # The one event row is the winner's, carrying the previous status.
+    assert (won.event.previous_status, won.event.new_status) == (
+        bids_pb2.BID_STATUS_PENDING,
+        winner,
+    )
+    assert await _event_row(url, bid.bid_id) == f"{won.event.event_id} PENDING {name}"
     tasks = await scalar(url, "SELECT count(*) FROM tasks WHERE bid_id = :b", b=bid.bid_id)
-    assert tasks == (1 if winner == bids_pb2.BID_STATUS_ACCEPTED else 0)
+    if winner == bids_pb2.BID_STATUS_ACCEPTED:
+        assert tasks == 1
+        task_id = await scalar(url, "SELECT task_id FROM tasks WHERE bid_id = :b", b=bid.bid_id)
+        assert task_id == won.task.task_id
+    else:
+        assert tasks == 0
     status = await scalar(url, "SELECT status FROM bids WHERE bid_id = :b", b=bid.bid_id)
-    assert status == bids_pb2.BidStatus.Name(winner).removeprefix("BID_STATUS_")
+    assert status == name
 
 
 async def test_repeated_event_id_replays_the_stored_answer(pair: tuple[Harness, Harness]) -> None:
@@ -94,10 +126,38 @@ async def test_repeated_event_id_replays_the_stored_answer(pair: tuple[Harness, 
     ok, failed = await _outcomes(calls)
 
     assert not failed
+    assert len(ok) == 20
     assert len({r.SerializeToString(deterministic=True) for r in ok}) == 1
+    reply = ok[0]
+    assert reply.bid.status == bids_pb2.BID_STATUS_ACCEPTED
+    assert reply.event.event_id == request.event_id
     url = first.url
-    assert await scalar(url, "SELECT count(*) FROM bid_events WHERE bid_id = :b", b=bid.bid_id) == 1
+    assert await _event_row(url, bid.bid_id) == f"{request.event_id} PENDING ACCEPTED"
     assert await scalar(url, "SELECT count(*) FROM tasks WHERE bid_id = :b", b=bid.bid_id) == 1
+    task_id = await scalar(url, "SELECT task_id FROM tasks WHERE bid_id = :b", b=bid.bid_id)
+    assert task_id == reply.task.task_id
+    # A replay after the race still answers the stored reply, byte for byte.
+    again = await first.as_("alice").AcceptBid(request)
+    assert again.SerializeToString(deterministic=True) == reply.SerializeToString(
+        deterministic=True
+    )
+
+
+async def test_repeated_withdraw_event_id_replays_the_stored_answer(
+    pair: tuple[Harness, Harness],
+) -> None:
+    first, second = pair
+    bid = await _place(first.as_("agent"), job_id="race-2w")
+    request = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=new_id(), reason="replay")
+    calls = [(first if i % 2 else second).as_("agent").WithdrawBid(request) for i in range(20)]
+    ok, failed = await _outcomes(calls)
+
+    assert not failed
+    assert len(ok) == 20
+    assert len({r.SerializeToString(deterministic=True) for r in ok}) == 1
+    assert ok[0].bid.status == bids_pb2.BID_STATUS_WITHDRAWN
+    assert ok[0].event.event_id == request.event_id
+    assert await _event_row(first.url, bid.bid_id) == f"{request.event_id} PENDING WITHDRAWN"
 
 
 async def test_concurrent_place_bid_leaves_exactly_one_pending_bid(
@@ -111,13 +171,16 @@ async def test_concurrent_place_bid_leaves_exactly_one_pending_bid(
     ok, failed = await _outcomes(calls)
 
     assert len(ok) == 1
-    reasons = Counter((d.code, d.info.reason) for d in map(details, failed))
-    assert reasons == {(grpc.StatusCode.ALREADY_EXISTS, "BID_ALREADY_ACTIVE"): 19}
+    assert _reasons(failed) == {(grpc.StatusCode.ALREADY_EXISTS, "BID_ALREADY_ACTIVE"): 19}
     pending = await scalar(
         first.url,
         "SELECT count(*) FROM bids WHERE job_id = 'race-3' AND status = 'PENDING'",
     )
     assert pending == 1
+    # The losers left no row of any status; the one row is the winner's.
+    assert await scalar(first.url, "SELECT bid_id FROM bids WHERE job_id = 'race-3'") == (
+        ok[0].bid.bid_id
+    )
 
 
 async def test_concurrent_place_bid_with_one_request_id_returns_one_bid(
@@ -129,7 +192,8 @@ async def test_concurrent_place_bid_with_one_request_id_returns_one_bid(
     ok, failed = await _outcomes(calls)
 
     assert not failed
-    assert len({r.bid.bid_id for r in ok}) == 1
+    assert len(ok) == 20
+    assert len({r.SerializeToString(deterministic=True) for r in ok}) == 1
     assert await scalar(first.url, "SELECT count(*) FROM bids WHERE job_id = 'race-4'") == 1
 
 
@@ -151,7 +215,7 @@ async def test_one_event_id_on_two_bids_at_once_is_used_once(
             request = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=event_id)
             calls.append(harness.as_("agent").WithdrawBid(request))
     ok, failed = await _outcomes(calls)
-    reasons = Counter((d.code, d.info.reason) for d in map(details, failed))
+    reasons = _reasons(failed)
     assert len(ok) == rounds
     assert reasons == {(grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"): rounds}
     for a_id, b_id in bid_pairs:

@@ -29,7 +29,9 @@ async def test_retry_after_past_the_callers_deadline_fails_fast_with_retry_info(
         await stub.Complete(pb.CompleteRequest(prompt="hi"), timeout=2.0)
     elapsed = time.monotonic() - started
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error_details(caught.value).retry_delay == pytest.approx(5.0)
+    limited = error_details(caught.value)
+    assert (limited.reason, limited.error_type) == ("RATE_LIMITED", "TRANSIENT")
+    assert limited.retry_delay == pytest.approx(5.0)
     # Well before the 2 s deadline (sleeping through the 5 s delay would end in DEADLINE_EXCEEDED).
     assert elapsed < 1.9
     assert len(openai_server.requests) == 1
@@ -43,8 +45,9 @@ async def test_complete_with_output_invalid_twice_is_llm_output_invalid_with_bad
         await stub.Complete(pb.CompleteRequest(prompt="hi", output_schema=OBJECT_SCHEMA))
     details = error_details(caught.value)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert details.reason == "LLM_OUTPUT_INVALID"
-    assert details.fields
+    # The same validation error twice in a row turns PERMANENT (issue 4).
+    assert (details.reason, details.error_type) == ("LLM_OUTPUT_INVALID", "PERMANENT")
+    assert details.fields  # BadRequest carries the last validation errors
 
 
 async def test_complete_with_an_answer_too_deep_to_validate_is_not_internal(

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from bids_support import scalar
 from execution_support import error_details
 from marketplace.execution.v1 import execution_pb2 as pb
 
@@ -26,7 +27,8 @@ async def test_nul_in_submitted_text_is_invalid_argument_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.SubmitExecution(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value).fields == [field]
+    invalid = error_details(caught.value)
+    assert (invalid.reason, invalid.fields) == ("INVALID_ARGUMENT", [field])
     assert bids.calls["GetTask"] == 0
 
 
@@ -37,7 +39,8 @@ async def test_nul_in_a_complete_prompt_is_invalid_argument_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(pb.CompleteRequest(prompt="a\x00b"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value).fields == ["prompt"]
+    invalid = error_details(caught.value)
+    assert (invalid.reason, invalid.fields) == ("INVALID_ARGUMENT", ["prompt"])
 
 
 async def test_nul_in_the_task_title_is_dropped_from_the_default_prompt(
@@ -49,4 +52,7 @@ async def test_nul_in_the_task_title_is_dropped_from_the_default_prompt(
     response = await stub.SubmitExecution(
         pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id), timeout=10
     )
-    assert response.execution.execution_id
+    assert response.execution.task_id == task_id
+    # The default prompt (title and description) is stored without the NUL.
+    prompt = await scalar(db_url, "SELECT prompt FROM executions")
+    assert prompt == "Haiku please\n\nabout bids"

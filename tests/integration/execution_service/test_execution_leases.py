@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from bids_support import scalar
 from marketplace.execution.v1 import execution_pb2 as pb
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.migrations import upgrade_async
@@ -101,5 +102,11 @@ async def test_two_replicas_run_each_of_200_executions_exactly_once(
     assert bids.calls["StartTask"] == 200
     assert bids.calls["CompleteTask"] == 200
     claims = [server.pool.claimed_total for server, _ in replicas if server.pool is not None]
+    assert len(claims) == 2  # both replicas run a worker pool
     assert sum(claims) == 200  # no execution was claimed (run) twice
     assert min(claims) > 0  # and both replicas did work
+    # The database agrees: one stored attempt per execution, none twice.
+    assert await scalar(pg_url, "SELECT count(*) FROM attempts") == 200
+    assert await scalar(pg_url, "SELECT count(DISTINCT execution_id) FROM attempts") == 200
+    succeeded = "SELECT count(*) FROM executions WHERE status = 'SUCCEEDED'"
+    assert await scalar(pg_url, succeeded) == 200

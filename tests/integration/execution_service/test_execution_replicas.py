@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+from bids_support import scalar
 from execution_support import (
     S,
     error_details,
@@ -44,6 +46,28 @@ async def test_cancel_through_one_replica_stops_a_run_on_another(
     assert time.monotonic() - started < 5
     assert bids.transitions[task_id] == ["StartTask", "FailTask"]
     assert "cancelled" in bids.fail_messages[task_id]
+
+
+@pytest.mark.slow
+async def test_concurrent_submits_for_one_task_on_two_replicas_queue_exactly_one(
+    start_execution: Any, fake_bids: Any, pg_url: str
+) -> None:
+    bids, _ = fake_bids
+    await upgrade_async(pg_url, MIGRATIONS_DIR)
+    task_id = bids.add_task()
+    stubs = [(await start_execution(database_url=pg_url, workers=0))[1] for _ in range(2)]
+    results = await asyncio.gather(
+        *(submit(stubs[i % 2], task_id) for i in range(20)), return_exceptions=True
+    )
+    ok = [r for r in results if isinstance(r, pb.Execution)]
+    failed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(ok) == 1, results
+    assert len(failed) == 19, results
+    losers = Counter((e.code(), error_details(e).reason) for e in failed)
+    assert losers == {(grpc.StatusCode.ALREADY_EXISTS, "EXECUTION_ALREADY_ACTIVE"): 19}
+    assert await scalar(pg_url, "SELECT count(*) FROM executions") == 1
+    stored = await scalar(pg_url, "SELECT CAST(execution_id AS TEXT) FROM executions")
+    assert stored == ok[0].execution_id
 
 
 async def test_watch_unsubscribes_when_the_client_goes_away(
@@ -86,7 +110,9 @@ async def test_a_watch_ends_with_unavailable_when_the_server_stops(
     # Ended by the stop, not by the 10 s grace running out.
     assert time.monotonic() - started < 5
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert error_details(caught.value).retry_delay == pytest.approx(1.0)
+    unavailable = error_details(caught.value)
+    assert (unavailable.reason, unavailable.error_type) == ("UNAVAILABLE", "TRANSIENT")
+    assert unavailable.retry_delay == pytest.approx(1.0)
     await stopping
 
 

@@ -9,24 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from execution_support import error_details
 from marketplace.bids.v1 import bids_pb2
 from marketplace.execution.v1 import execution_pb2 as pb
 
 S = pb.ExecutionStatus
-
-
-def error_reason(exc: grpc.aio.AioRpcError) -> str:
-    metadata: Any = exc.trailing_metadata() or ()
-    for key, value in metadata:
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return str(info.reason)
-    return ""
 
 
 async def submit(stub: Any, task_id: str, **fields: Any) -> pb.Execution:
@@ -81,7 +68,7 @@ async def test_submit_of_an_unknown_task_is_not_found(start_execution: Any) -> N
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await submit(stub, str(uuid.uuid4()))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_reason(caught.value) == "TASK_NOT_FOUND"
+    assert error_details(caught.value).reason == "TASK_NOT_FOUND"
 
 
 async def test_submit_while_bids_is_down_is_unavailable(
@@ -94,6 +81,10 @@ async def test_submit_while_bids_is_down_is_unavailable(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await submit(stub, task_id)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    unavailable = error_details(caught.value)
+    assert (unavailable.reason, unavailable.error_type) == ("UNAVAILABLE", "TRANSIENT")
+    assert unavailable.retry_delay is not None
+    assert unavailable.retry_delay > 0
 
 
 async def test_submit_is_idempotent_on_request_id(start_execution: Any, fake_bids: Any) -> None:
@@ -108,7 +99,7 @@ async def test_submit_is_idempotent_on_request_id(start_execution: Any, fake_bid
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.SubmitExecution(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(caught.value) == "IDEMPOTENCY_KEY_REUSED"
+    assert error_details(caught.value).reason == "IDEMPOTENCY_KEY_REUSED"
 
 
 @pytest.mark.parametrize(
@@ -129,6 +120,9 @@ async def test_invalid_submit_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.SubmitExecution(pb.SubmitExecutionRequest(**values))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    invalid = error_details(caught.value)
+    assert (invalid.reason, invalid.error_type) == ("INVALID_ARGUMENT", "PERMANENT")
+    assert invalid.fields == [next(iter(fields))]
     assert bids.calls["GetTask"] == 0
 
 
@@ -199,6 +193,7 @@ async def test_cancel_of_a_finished_execution_is_failed_precondition(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CancelExecution(pb.CancelExecutionRequest(execution_id=execution.execution_id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(caught.value).reason == "EXECUTION_NOT_ACTIVE"
 
 
 async def test_lost_complete_reply_is_retried_with_the_same_event(
@@ -246,6 +241,8 @@ async def test_list_executions_pages_newest_first(start_execution: Any, fake_bid
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListExecutions(pb.ListExecutionsRequest(page_size=-1))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    invalid = error_details(caught.value)
+    assert (invalid.reason, invalid.fields) == ("INVALID_ARGUMENT", ["page_size"])
 
 
 async def test_complete_answers_with_text_and_attempts(start_execution: Any) -> None:
@@ -262,3 +259,33 @@ async def test_watch_of_an_unknown_execution_is_not_found(start_execution: Any) 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await watch_all(stub, str(uuid.uuid4()))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value).reason == "EXECUTION_NOT_FOUND"
+
+
+async def test_second_submit_for_a_task_with_an_active_execution_is_already_exists(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    _, stub = await start_execution(workers=0)
+    await submit(stub, task_id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await submit(stub, task_id)  # a new request_id: not a replay
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    details = error_details(caught.value)
+    assert (details.reason, details.error_type) == ("EXECUTION_ALREADY_ACTIVE", "PERMANENT")
+
+
+async def test_submit_for_a_task_that_is_not_pending_is_failed_precondition(
+    start_execution: Any, fake_bids: Any
+) -> None:
+    bids, _ = fake_bids
+    task_id = bids.add_task()
+    bids.tasks[task_id].status = bids_pb2.TASK_STATUS_COMPLETED
+    _, stub = await start_execution(workers=0)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await submit(stub, task_id)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error_details(caught.value)
+    assert (details.reason, details.error_type) == ("TASK_NOT_PENDING", "PERMANENT")
+    assert bids.calls["StartTask"] == 0
