@@ -308,7 +308,8 @@ def _total(srv: GrpcServer, sample_name: str) -> float:
 
 
 def handled(srv: GrpcServer, method: str, code: str, kind: str = "unary") -> float:
-    service = EXECUTION_SERVICE if method == "WatchExecution" else BID_SERVICE
+    services = {"WatchExecution": EXECUTION_SERVICE, "Watch": "grpc.health.v1.Health"}
+    service = services.get(method, BID_SERVICE)
     return srv.metrics.value(
         "grpc_server_handled_total",
         grpc_type=kind,
@@ -326,14 +327,18 @@ async def test_metrics_count_started_and_handled_by_code(server: GrpcServer) -> 
     labels = {"grpc_type": "unary", "grpc_service": BID_SERVICE, "grpc_method": "GetBid"}
     assert server.metrics.value("grpc_server_started_total", **labels) == 3
     assert handled(server, "GetBid", "OK") == 2
-    assert handled(server, "GetBid", "NOT_FOUND") == 1
+    assert handled(server, "GetBid", "NotFound") == 1
+    assert handled(server, "GetBid", "NOT_FOUND") == 0  # spelled as go-grpc-prometheus does
     assert server.metrics.value("grpc_server_handling_seconds_count", **labels) == 3
+    assert server.metrics.value("grpc_server_msg_received_total", **labels) == 3
+    # A unary response is a message sent only when the call ended OK.
+    assert server.metrics.value("grpc_server_msg_sent_total", **labels) == 2
 
 
 async def test_metrics_label_auth_failures(secured: GrpcServer) -> None:
     await rpc_error(secured, "b1")
     await settled(secured)
-    assert handled(secured, "GetBid", "UNAUTHENTICATED") == 1
+    assert handled(secured, "GetBid", "Unauthenticated") == 1
 
 
 async def test_metrics_label_server_streams(server: GrpcServer) -> None:
@@ -343,6 +348,30 @@ async def test_metrics_label_server_streams(server: GrpcServer) -> None:
         _ = [reply async for reply in call]
     await settled(server)
     assert handled(server, "WatchExecution", "OK", kind="server_stream") == 1
+    labels = {
+        "grpc_type": "server_stream",
+        "grpc_service": EXECUTION_SERVICE,
+        "grpc_method": "WatchExecution",
+    }
+    assert server.metrics.value("grpc_server_msg_received_total", **labels) == 1
+    assert server.metrics.value("grpc_server_msg_sent_total", **labels) == 2
+
+
+async def test_metrics_count_messages_written_with_context_write(server: GrpcServer) -> None:
+    # Health's Watch writes with context.write (a coroutine handler, not a generator).
+    async with create_channel(target(server)) as channel:
+        call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await call.read()
+        call.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    await settled(server)
+    labels = {
+        "grpc_type": "server_stream",
+        "grpc_service": "grpc.health.v1.Health",
+        "grpc_method": "Watch",
+    }
+    assert server.metrics.value("grpc_server_msg_sent_total", **labels) == 1
+    assert handled(server, "Watch", "Canceled", kind="server_stream") == 1
 
 
 def free_port() -> int:
@@ -364,6 +393,7 @@ async def test_metrics_are_served_over_http_on_their_own_port() -> None:
         'grpc_server_handled_total{grpc_code="OK",grpc_method="GetBid",'
         f'grpc_service="{BID_SERVICE}",grpc_type="unary"}} 1.0'
     ) in body.decode()
+    assert "_created" not in body.decode()  # no duplicate *_created series
 
 
 async def test_two_servers_in_one_process_keep_separate_metrics() -> None:

@@ -49,11 +49,15 @@ from marketplace_common.rpc_context import (
     current_call,
     reset_current_call,
     set_current_call,
+    split_method,
 )
 from marketplace_common.rpc_wrapping import (
     ScopedInterceptor,
     UndecodableRequest,
+    count_stream_messages,
     decode_leniently,
+    grpc_type,
+    method_name,
 )
 from marketplace_common.status import to_rpc_status
 
@@ -156,16 +160,38 @@ class CallContextInterceptor(ScopedInterceptor):
 
 
 class MetricsInterceptor(ScopedInterceptor):
-    """Counts and times every RPC (see ``marketplace_common.metrics``)."""
+    """Counts and times every RPC and its messages (see ``marketplace_common.metrics``).
+
+    A unary request counts as one message received when the call starts, a unary
+    response as one message sent when the call ends OK (as go-grpc-prometheus
+    does); streamed messages are counted one by one (``count_stream_messages``).
+    """
 
     def __init__(self, metrics: GrpcServerMetrics) -> None:
         self.metrics = metrics
 
+    async def intercept_service(  # type: ignore[override]  # None: method unknown here
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        async def counted(details: grpc.HandlerCallDetails) -> Any:
+            handler = await continuation(details)
+            if handler is None or not (handler.request_streaming or handler.response_streaming):
+                return handler
+            service, name = split_method(method_name(details))
+            series = self.metrics.method(grpc_type(handler), service, name)
+            return count_stream_messages(handler, series.received.inc, series.sent.inc)
+
+        return await super().intercept_service(counted, handler_call_details)
+
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
         call = _call_for(method, kind)
-        labels = (kind, call.service, call.method_name)
-        self.metrics.started.labels(*labels).inc()
+        series = self.metrics.method(kind, call.service, call.method_name)
+        series.started.inc()
+        unary_request = kind in ("unary", "server_stream")
+        unary_response = kind in ("unary", "client_stream")
+        if unary_request:
+            series.received.inc()
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -175,8 +201,10 @@ class MetricsInterceptor(ScopedInterceptor):
             raise
         finally:
             code = outcome_code(context, error, call)
-            self.metrics.handled.labels(*labels, code.name).inc()
-            self.metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+            if unary_response and code is grpc.StatusCode.OK:
+                series.sent.inc()
+            series.handled_with(code).inc()
+            series.seconds.observe(time.perf_counter() - started)
 
 
 class AccessLogInterceptor(ScopedInterceptor):

@@ -167,6 +167,90 @@ def wrap_handler(
     return handler
 
 
+class _CountingContext:
+    """A servicer context whose ``write`` also calls ``on_sent`` (everything else passes)."""
+
+    __slots__ = ("_context", "_on_sent")
+
+    def __init__(self, context: Context, on_sent: Callable[[], None]) -> None:
+        self._context = context
+        self._on_sent = on_sent
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(message)
+        self._on_sent()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+async def _counted_requests(
+    requests: AsyncIterator[Any], on_received: Callable[[], None]
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        on_received()
+        yield request
+
+
+def count_stream_messages(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    on_received: Callable[[], None],
+    on_sent: Callable[[], None],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A copy of a streaming ``handler`` calling ``on_received`` per request message
+    read from a request stream and ``on_sent`` per response message written to a
+    response stream. The unary sides are not counted here (the caller counts them
+    without a wrapper); a unary-unary handler comes back unchanged."""
+    if not (handler.request_streaming or handler.response_streaming):
+        return handler
+    behavior: Callable[..., Any] = (
+        handler.unary_stream or handler.stream_unary or handler.stream_stream  # type: ignore[assignment]
+    )
+    kwargs: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+
+    def arguments(request: Any, context: Context) -> tuple[Any, Any]:
+        if handler.request_streaming:
+            request = _counted_requests(request, on_received)
+        if handler.response_streaming:
+            context = _CountingContext(context, on_sent)  # type: ignore[assignment]
+        return request, context
+
+    if not handler.response_streaming:
+
+        async def unary_response(request: Any, context: Context) -> Any:
+            result = behavior(*arguments(request, context))
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.stream_unary_rpc_method_handler(unary_response, **kwargs)
+    make = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_stream_rpc_method_handler
+    )
+    if inspect.iscoroutinefunction(behavior):
+
+        async def writer(request: Any, context: Context) -> None:
+            await behavior(*arguments(request, context))
+
+        return make(writer, **kwargs)
+
+    async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+        responses = behavior(*arguments(request, context))
+        if hasattr(responses, "__aiter__"):
+            async for response in responses:
+                yield response
+                on_sent()
+        else:
+            for response in responses:
+                yield response
+                on_sent()
+
+    return make(generator, **kwargs)
+
+
 class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Base class: runs every RPC's behaviour inside :meth:`scope`."""
 
@@ -176,7 +260,7 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = _method_name(handler_call_details)
+        method = method_name(handler_call_details)
         kind = grpc_type(handler)
 
         def scope(context: Context) -> AbstractAsyncContextManager[None]:
@@ -189,6 +273,6 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         raise NotImplementedError
 
 
-def _method_name(details: grpc.HandlerCallDetails) -> str:
+def method_name(details: grpc.HandlerCallDetails) -> str:
     method: str | bytes = details.method
     return method.decode() if isinstance(method, bytes) else method
