@@ -1,5 +1,5 @@
 # The README's commands. Everything installs itself into .venv/ (Python) and
-# node_modules/ (buf) from the project's own files.
+# node_modules/ (buf, protoc-gen-es, the Node.js example's packages) from the project's own files.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 BUF := node_modules/.bin/buf
 
-.PHONY: run test lint fmt proto proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
+.PHONY: run test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
 
 ## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
 run: $(RUNTIME_STAMP)
@@ -25,16 +25,20 @@ lint: $(DEV_STAMP) $(BUF)
 	$(BUF) lint
 	bash scripts/buf_breaking.sh
 
-pytest: $(DEV_STAMP)
+pytest: $(DEV_STAMP) $(BUF)
 	$(BIN)/pytest
 
 fmt: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## proto: regenerate libs/proto from proto/ (the result is committed)
-proto: $(DEV_STAMP)
+## proto: regenerate libs/proto (Python) and clients/ts (TypeScript) from proto/ (both committed)
+proto: $(DEV_STAMP) clients
 	$(BIN)/python scripts/gen_proto.py
+
+## clients: regenerate the TypeScript clients in clients/ts with buf.gen.yaml (committed)
+clients: $(DEV_STAMP) $(BUF)
+	$(BIN)/python scripts/gen_clients.py
 
 bench: bench-bids bench-execution
 
