@@ -11,6 +11,11 @@ Each service subclasses :class:`ServiceSettings` with its own prefix::
 and builds it once, in its composition root (``BidsSettings()``), never at
 import time. ``repr(settings)`` hides the database URL; use
 :meth:`ServiceSettings.log_summary` for a startup log line.
+
+An environment variable set to the empty string counts as not set (the
+default applies): compose passes ``${VAR:-}`` for every optional variable, and
+``EXECUTION_LLM_BASE_URL=""`` must not become an empty URL, nor ``..._FILE=""``
+the current directory.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class ServiceSettings(BaseSettings):
         extra="ignore",
         validate_default=True,
         hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     grpc_host: str = "127.0.0.1"

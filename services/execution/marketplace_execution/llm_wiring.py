@@ -101,7 +101,7 @@ def build_provider(settings: ExecutionSettings) -> tuple[LLMProvider, str]:
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
         provider: LLMProvider = OpenAIProvider(
             model=settings.llm_model,
-            base_url=settings.llm_base_url,
+            base_url=settings.llm_base_url or None,
             api_key=key,
             timeout=settings.llm_timeout_seconds,
         )

@@ -33,7 +33,7 @@ from marketplace_execution.domain.store_retry import StoreRetryPolicy
 from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_owner_id
 from marketplace_execution.llm_wiring import LLMStack, build_llm_stack
 from marketplace_execution.migrations import MIGRATIONS_DIR
-from marketplace_execution.settings import ExecutionSettings
+from marketplace_execution.settings import ExecutionSettings, check_llm_provider_chosen
 from marketplace_execution.storage.store import SqlExecutionStore
 
 
@@ -79,7 +79,10 @@ async def create_server(
     """Build and start the execution service; returns it and its bound port.
 
     ``job_runner`` replaces the attempt loop built from the settings (tests).
+    Raises ProviderNotChosenError (a ValueError) on a non-loopback bind without
+    an explicit EXECUTION_LLM_PROVIDER, before anything is opened.
     """
+    check_llm_provider_chosen(settings)
     engine = create_engine(settings.database_url, pool_size=settings.effective_db_pool_size)
     if require_migrated and not await is_up_to_date(engine, MIGRATIONS_DIR):
         await engine.dispose()

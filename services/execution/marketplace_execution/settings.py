@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self, get_args
 
+from marketplace_common.auth import is_loopback_host
 from marketplace_common.settings import ServiceSettings
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+
+LLMProviderName = Literal["offline", "openai"]
+LLM_PROVIDERS: tuple[str, ...] = get_args(LLMProviderName)
+
+
+class ProviderNotChosenError(ValueError):
+    """A non-loopback bind with the LLM provider left to its default (offline)."""
 
 
 class ExecutionSettings(ServiceSettings):
@@ -27,8 +35,11 @@ class ExecutionSettings(ServiceSettings):
     bids_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # LLM
-    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_provider: LLMProviderName = "offline"
+    """The default (offline: canned answers) only serves a loopback bind; anywhere
+    else the provider must be set explicitly (:func:`check_llm_provider_chosen`)."""
     llm_base_url: str | None = None
+    """None (or empty) means the provider's own endpoint."""
     llm_api_key: SecretStr | None = None
     llm_model: str = ""
     """The default model; empty means the provider's own default."""
@@ -82,3 +93,31 @@ class ExecutionSettings(ServiceSettings):
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be below lease_seconds")
         return self
+
+    @field_validator("llm_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @property
+    def llm_provider_chosen(self) -> bool:
+        """True when ``llm_provider`` was set (environment or argument), not defaulted."""
+        return "llm_provider" in self.model_fields_set
+
+
+def check_llm_provider_chosen(settings: ExecutionSettings) -> None:
+    """Refuse a non-loopback bind whose LLM provider was left to the default.
+
+    A forgotten EXECUTION_LLM_PROVIDER must not "complete" paid tasks with the
+    offline provider's canned text; on loopback (``make run``) the default stays.
+    """
+    if settings.llm_provider_chosen or is_loopback_host(settings.grpc_host):
+        return
+    choices = ", ".join(LLM_PROVIDERS)
+    raise ProviderNotChosenError(
+        f"refusing to listen on {settings.grpc_host!r} without a chosen LLM provider: "
+        f"set EXECUTION_LLM_PROVIDER to one of {choices} "
+        "(offline answers with canned text, for tests only), or bind to 127.0.0.1"
+    )
