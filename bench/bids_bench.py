@@ -9,6 +9,13 @@ table; exits 1 when an enforced target is missed. Only ratios measured side by
 side in one run count (the machine is small and noisy), so every row compares
 two things timed interleaved, and reports medians.
 
+0. The request path: GetBid, ListBids (a page of 50), PlaceBid and WithdrawBid
+   through one service instance on its shipped defaults (auth on, INFO logs)
+   against the bare server (``bidsbench.bare``: a grpc.aio servicer on uvloop
+   running the service's own statements over an asyncpg pool, nothing else),
+   same client, 32 in flight, interleaved rounds; rate, p50 and p99 of each
+   side and each server's event-loop lag p99 (targets: service/bare >= 0.7,
+   p99 at most 1.5x the bare server's).
 1. WithdrawBid throughput through the service, two instances on one database,
    against the same transaction done with raw asyncpg at the same concurrency
    (target: service/raw >= 0.5). The raw side replays the service's real SQL
@@ -60,11 +67,12 @@ import time
 from collections.abc import Sequence
 
 from bidsbench.common import FULL, QUICK, Sizes, progress
-from bidsbench.instances import ServiceOptions, serve_instance, service_instances
+from bidsbench.instances import ServiceOptions, serve_bare, serve_instance, service_instances
 from bidsbench.keyset import bench_deep_page
 from bidsbench.listing import bench_index_vs_seq
 from bidsbench.loading import load_tasks
 from bidsbench.report import Report, failed, format_report
+from bidsbench.request_path import bench_request_path
 from bidsbench.withdraw import bench_withdraw
 from marketplace_bids.migrations import SCRIPT_LOCATION
 from marketplace_common import runtime
@@ -77,19 +85,54 @@ DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL_ENV = "MARKETPLACE_BENCH_PG_URL"
 
 
-async def run_benchmarks(url: str, sizes: Sizes, options: ServiceOptions | None = None) -> Report:
+SECTIONS = ("request-path", "withdraw", "listing")
+
+
+async def run_benchmarks(
+    url: str,
+    sizes: Sizes,
+    options: ServiceOptions | None = None,
+    sections: Sequence[str] = SECTIONS,
+) -> Report:
     """Every measurement on the (empty) database at ``url``, which is migrated first."""
     report = Report(sizes)
     progress("migrating the bench database (the service's Alembic migrations)")
     await upgrade_async(url, SCRIPT_LOCATION)
     dsn = asyncpg_dsn(url)
     options = options or ServiceOptions()
+    if "request-path" in sections:
+        async with (
+            service_instances(url, 1, options) as (service,),
+            service_instances(url, 1, options, bare=True) as (bare,),
+        ):
+            report.notes.append(
+                f"request path: 1 bids instance (subprocess, auth on, {options.describe()}) "
+                f"against the bare server (subprocess, same pool size); machine: "
+                f"{os.cpu_count()} CPUs"
+            )
+            report.results += await bench_request_path(dsn, service, bare, sizes)
+    if {"withdraw", "listing"} & set(sections):
+        await _instance_pair_sections(url, dsn, sizes, options, sections, report)
+    return report
+
+
+async def _instance_pair_sections(
+    url: str,
+    dsn: str,
+    sizes: Sizes,
+    options: ServiceOptions,
+    sections: Sequence[str],
+    report: Report,
+) -> None:
     async with service_instances(url, 2, options) as instances:
         report.notes.append(
             f"bids service: 2 subprocess instances (create_server, port 0), auth on, "
             f"{options.describe()}; machine: {os.cpu_count()} CPUs"
         )
-        report.results.append(await bench_withdraw(dsn, instances, sizes))
+        if "withdraw" in sections:
+            report.results.append(await bench_withdraw(dsn, instances, sizes))
+        if "listing" not in sections:
+            return
         progress(f"loading {sizes.tasks:,} tasks with COPY")
         loaded = await load_tasks(dsn, sizes)
         report.notes.append(loaded.note)
@@ -97,7 +140,6 @@ async def run_benchmarks(url: str, sizes: Sizes, options: ServiceOptions | None 
         report.results += await bench_index_vs_seq(dsn, sizes, loaded)
         progress(f"ListTasks: keyset page {sizes.deep_page} vs page 1")
         report.results += await bench_deep_page(dsn, sizes, loaded.heavy, instances[0].port)
-    return report
 
 
 def service_options(args: argparse.Namespace) -> ServiceOptions:
@@ -111,7 +153,7 @@ async def amain(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     sizes = QUICK if args.quick else FULL
     async with throwaway_database(args.pg_url, prefix="marketplace_bench") as url:
-        report = await run_benchmarks(url, sizes, service_options(args))
+        report = await run_benchmarks(url, sizes, service_options(args), args.only or SECTIONS)
     print(format_report(report, time.perf_counter() - started))
     return 1 if failed(report) else 0
 
@@ -130,8 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--service-pool-size", type=int, help="the bids instances' db_pool_size (their default)"
     )
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
+    )
     parser.add_argument("--serve-instance", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_bare:
+        return runtime.run(serve_bare(args.serve_bare, service_options(args)))
     if args.serve_instance:
         return runtime.run(serve_instance(args.serve_instance, service_options(args)))
     try:

@@ -17,6 +17,8 @@ class Sizes:
     withdraw_ops: int = 2000  # per timed round
     withdraw_rounds: int = 5  # per side, interleaved
     warmup_ops: int = 500  # per side
+    path_ops: int = 2000  # request path: calls per timed round and side
+    path_rounds: int = 5  # request path: interleaved rounds per RPC
     tasks: int = 1_000_000
     clients: int = 10_000
     deep_tasks: int = 60_000  # the one client paged deep
@@ -38,6 +40,8 @@ QUICK = Sizes(
     withdraw_ops=400,
     withdraw_rounds=3,
     warmup_ops=200,
+    path_ops=400,
+    path_rounds=3,
     tasks=50_000,
     clients=500,
     deep_tasks=6_000,

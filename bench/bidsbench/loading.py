@@ -29,7 +29,7 @@ BID_COLUMNS = (
 )
 
 
-async def place_pending_bids(dsn: str, count: int) -> list[str]:
+async def place_pending_bids(dsn: str, count: int, *, job_prefix: str = "job") -> list[str]:
     """``count`` PENDING bids of the bench agent (one per job), loaded with COPY."""
     now = datetime.now(UTC)
     ids = [str(uuid.uuid4()) for _ in range(count)]
@@ -37,7 +37,7 @@ async def place_pending_bids(dsn: str, count: int) -> list[str]:
         (
             bid_id,
             "bench",
-            f"job-{i}",
+            f"{job_prefix}-{i}",
             AGENT,
             "EUR",
             250,

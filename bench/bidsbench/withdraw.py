@@ -27,33 +27,16 @@ from bidsbench.common import Sizes, progress
 from bidsbench.instances import AGENT, AS_AGENT, Instance
 from bidsbench.loading import place_pending_bids
 from bidsbench.report import Result
+from bidsbench.statements import INSERT_EVENT, INSERT_KEY, SELECT_KEY, UPDATE_BID
+from bidsbench.statements import SELECT_BID_LOCKED as SELECT_BID
 
 T = TypeVar("T")
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-SELECT_BID = (
-    "SELECT bids.bid_id, bids.marketplace, bids.job_id, bids.agent_id, bids.amount_currency, "
-    "bids.amount_units, bids.amount_nanos, bids.proposal, bids.status, bids.created_at, "
-    "bids.updated_at FROM bids WHERE bids.bid_id = $1::VARCHAR FOR NO KEY UPDATE"
-)
-SELECT_KEY = (
-    "SELECT idempotency_keys.fingerprint, idempotency_keys.response FROM idempotency_keys "
-    "WHERE idempotency_keys.scope = $1::VARCHAR AND idempotency_keys.key = $2::VARCHAR"
-)
-UPDATE_BID = (
-    "UPDATE bids SET status=$1::VARCHAR, updated_at=$2::TIMESTAMP WITH TIME ZONE "
-    "WHERE bids.bid_id = $3::VARCHAR"
-)
-INSERT_EVENT = (
-    "INSERT INTO bid_events (event_id, bid_id, previous_status, new_status, reason, actor, "
-    "created_at) VALUES ($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, $4::VARCHAR, $5::VARCHAR, "
-    "$6::VARCHAR, $7::TIMESTAMP WITH TIME ZONE)"
-)
-INSERT_KEY = (
-    "INSERT INTO idempotency_keys (scope, key, fingerprint, response, created_at) VALUES "
-    "($1::VARCHAR, $2::VARCHAR, $3::VARCHAR, $4::BYTEA, $5::TIMESTAMP WITH TIME ZONE)"
-)
+
+WITHDRAWN_OF = "SELECT count(*) FROM bids WHERE status = 'WITHDRAWN' AND bid_id = ANY($1)"
+EVENTS_OF = "SELECT count(*) FROM bid_events WHERE bid_id = ANY($1)"
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -171,7 +154,7 @@ async def bench_withdraw(dsn: str, instances: list[Instance], sizes: Sizes) -> R
     n, rounds, warmup = sizes.withdraw_ops, sizes.withdraw_rounds, sizes.warmup_ops
     total = 2 * (warmup + n * rounds)
     progress(f"WithdrawBid: placing {total:,} PENDING bids")
-    ids = await place_pending_bids(dsn, total)
+    ids = await place_pending_bids(dsn, total, job_prefix="withdraw")
     batches = [ids[i : i + n] for i in range(2 * warmup, total, n)]
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{i.port}") for i in instances]
     stubs = [bids_pb2_grpc.BidServiceStub(channel) for channel in channels]
@@ -200,8 +183,8 @@ async def bench_withdraw(dsn: str, instances: list[Instance], sizes: Sizes) -> R
                 f"WithdrawBid round {i + 1}/{rounds}: service {service.rates[-1]:.0f}/s, "
                 f"raw {raw.rates[-1]:.0f}/s"
             )
-        withdrawn = await conns[0].fetchval("SELECT count(*) FROM bids WHERE status = 'WITHDRAWN'")
-        events = await conns[0].fetchval("SELECT count(*) FROM bid_events")
+        withdrawn = await conns[0].fetchval(WITHDRAWN_OF, ids)
+        events = await conns[0].fetchval(EVENTS_OF, ids)
     finally:
         for channel in channels:
             await channel.close(None)

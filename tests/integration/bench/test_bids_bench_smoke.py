@@ -36,6 +36,7 @@ async def test_bids_bench_runs_every_measurement_at_tiny_sizes(
 ) -> None:
     tiny = bench.Sizes(
         "tiny", full=False, concurrency=8, withdraw_ops=24, withdraw_rounds=2, warmup_ops=8,
+        path_ops=16, path_rounds=3,
         tasks=3_000, clients=30, deep_tasks=600, deep_page=10, page_size=50,
         index_samples=10, seq_samples=2, page_samples=3,
     )  # fmt: skip
@@ -43,16 +44,20 @@ async def test_bids_bench_runs_every_measurement_at_tiny_sizes(
     report = await bench.run_benchmarks(pg_url, tiny, bench.ServiceOptions(log_level="WARNING"))
 
     names = [result.name for result in report.results]
-    assert len(names) == 5
-    assert names[0].startswith("WithdrawBid")
-    assert "forced seq scan / index" in names[1]
-    assert "EXPLAIN" in names[2]
-    assert all("Keyset page 10 / page 1" in name for name in names[3:])
+    assert len(names) == 9
+    path_rpcs = ["GetBid", "ListBids", "PlaceBid", "WithdrawBid"]
+    assert [name.split(",")[0] for name in names[:4]] == path_rpcs
+    assert all("vs bare grpc.aio+asyncpg server" in name for name in names[:4])
+    assert all("p99" in r.measured and "loop lag p99" in r.measured for r in report.results[:4])
+    assert names[4].startswith("WithdrawBid, 2 instances vs raw asyncpg")
+    assert "forced seq scan / index" in names[5]
+    assert "EXPLAIN" in names[6]
+    assert all("Keyset page 10 / page 1" in name for name in names[7:])
     ratios = [r.ratio for r in report.results if r.ratio is not None]
-    assert len(ratios) == 4
+    assert len(ratios) == 8
     assert all(math.isfinite(ratio) and ratio > 0 for ratio in ratios)
-    assert [r.enforced for r in report.results] == [True, False, False, False, False]
-    assert "forced: Seq Scan" in report.results[2].measured  # the plan at tiny sizes may vary
+    assert [r.enforced for r in report.results] == [True] * 5 + [False] * 4
+    assert "forced: Seq Scan" in report.results[6].measured  # the plan at tiny sizes may vary
     assert any(note.startswith("loaded 3,000 tasks") for note in report.notes)
     table = bench.format_report(report, 1.0)
     assert all(name in table for name in names)
