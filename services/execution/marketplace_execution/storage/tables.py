@@ -8,6 +8,7 @@ from datetime import datetime
 # Re-exported: the initial migration imports UtcDateTime from this module.
 from marketplace_common.db_types import UtcDateTime as UtcDateTime
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -62,6 +63,8 @@ class ExecutionRow(Base):
     result: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(20))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # The final error's ErrorInfo reason (BUDGET_EXHAUSTED, LLM_OUTPUT_INVALID, ...).
+    error_reason: Mapped[str | None] = mapped_column(String(100))
     cancel_requested: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=text("false")
     )
@@ -121,8 +124,28 @@ class AttemptRow(Base):
     retry_delay: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     delay_source: Mapped[str] = mapped_column(String(30), nullable=False, default="NONE")
     pacing_delay: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    # Usage accounting: the model that answered (or was asked), the reported tokens
+    # and their cost in nano-USD (10^-9 USD) at the configured prices.
+    model: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
     __table_args__ = (
         UniqueConstraint("execution_id", "number", name="uq_attempts_execution_number"),
         CheckConstraint("number >= 1", name="number"),
     )
+
+
+class LimitRow(Base):
+    """One provider key's shared limiter state (``storage.limits``); times are epoch
+    seconds of the database's clock."""
+
+    __tablename__ = "llm_limits"
+
+    limit_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    request_tat: Mapped[float] = mapped_column(Float, nullable=False)
+    token_tat: Mapped[float] = mapped_column(Float, nullable=False)
+    cooldown_until: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    cooldown_streak: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
