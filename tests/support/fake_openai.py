@@ -7,6 +7,15 @@ an OpenAI error body, or a stall longer than the client's timeout); with the
 script empty it answers 200 "ok". Every request is recorded with its arrival
 time, so tests can check what a re-ask sent and how long a retry waited.
 
+Like a provider, it can also enforce a *quantized* rate limit
+(``rate_limit=(2, 1.0)``: at most 2 accepted requests in any 1 s, counted on
+a sliding window as providers count small slices of their per-minute limits):
+a request over it gets 429 with ``retry-after-ms`` (and ``Retry-After``, whole
+seconds) saying when a slot frees, and is not counted as accepted. With
+``known_models`` set, any other model gets 404 ``model_not_found``; ``always``
+answers every request once the script is empty (for a provider that fails
+every call); ``usage`` sets the reported tokens of each answer.
+
 A module (not a conftest) so both the provider tests and the service-level
 tests import it (``tests/support/`` is on the import path: pytest ``pythonpath``).
 """
@@ -14,6 +23,7 @@ tests import it (``tests/support/`` is on the import path: pytest ``pythonpath``
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -48,11 +58,23 @@ class ReceivedRequest:
 class FakeOpenAIServer:
     """Scripted OpenAI-compatible endpoint on 127.0.0.1, port chosen by the OS."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        rate_limit: tuple[int, float] | None = None,
+        known_models: frozenset[str] | None = None,
+        usage: tuple[int, int] = (3, 1),
+    ) -> None:
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
         self.requests: list[ReceivedRequest] = []
+        self.rate_limit = rate_limit
+        self.known_models = known_models
+        self.usage = usage
+        self.always: Reply | None = None
+        self.accepted: deque[float] = deque()
+        self.answered: list[tuple[ReceivedRequest, int]] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
@@ -88,7 +110,39 @@ class FakeOpenAIServer:
     def next_reply(self, request: ReceivedRequest) -> Reply:
         with self._lock:
             self.requests.append(request)
-            return self._script.popleft() if self._script else Reply()
+            reply = self._limited(request.at) or self._unknown_model(request)
+            if reply is None:
+                reply = self._script.popleft() if self._script else (self.always or Reply())
+            self.answered.append((request, reply.status))
+            return reply
+
+    def _limited(self, now: float) -> Reply | None:
+        if self.rate_limit is None:
+            return None
+        count, window = self.rate_limit
+        while self.accepted and self.accepted[0] <= now - window:
+            self.accepted.popleft()
+        if len(self.accepted) < count:
+            self.accepted.append(now)
+            return None
+        wait = self.accepted[0] + window - now
+        headers = {
+            "retry-after-ms": str(max(1, round(wait * 1000))),
+            "retry-after": str(max(1, math.ceil(wait))),
+        }
+        return Reply(status=429, error_message="rate limit reached", headers=headers)
+
+    def _unknown_model(self, request: ReceivedRequest) -> Reply | None:
+        model = request.body.get("model")
+        if self.known_models is None or model in self.known_models:
+            return None
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return Reply(status=404, error_message=message, error_code="model_not_found")
+
+    def statuses(self) -> list[int]:
+        """The status of every answer so far, in arrival order."""
+        with self._lock:
+            return [status for _, status in self.answered]
 
     def start(self) -> None:
         self._thread.start()
@@ -100,7 +154,7 @@ class FakeOpenAIServer:
         self._thread.join(timeout=5)
 
 
-def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+def _completion(body: dict[str, Any], content: str, usage: tuple[int, int]) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -113,7 +167,11 @@ def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        "usage": {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": usage[0] + usage[1],
+        },
     }
 
 
@@ -132,7 +190,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if reply.stall and server.stopping.wait(reply.stall):
                 return
             if reply.status == 200:
-                self._send(200, _completion(body, reply.content), reply.headers)
+                self._send(200, _completion(body, reply.content, server.usage), reply.headers)
                 return
             error = {"message": reply.error_message, "type": "error", "code": reply.error_code}
             self._send(reply.status, {"error": error}, reply.headers)
