@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import FakeClock
 from marketplace_execution.domain.limits import (
     CooldownPolicy,
     KeyLimits,
@@ -17,6 +17,9 @@ from marketplace_execution.domain.limits import (
     ProviderLimiter,
 )
 from marketplace_execution.domain.retry_budget import RetryBudget, RetryBudgetConfig
+
+if TYPE_CHECKING:
+    from tests.unit.execution.conftest import FakeClock
 
 
 def _limiter(clock: FakeClock, **limits: object) -> ProviderLimiter:
@@ -28,25 +31,24 @@ def _limiter(clock: FakeClock, **limits: object) -> ProviderLimiter:
 async def _granted_at(limiter: ProviderLimiter, clock: FakeClock, n: int) -> list[float]:
     async def one() -> float:
         await limiter.permit("openai", "m", 10, None)
-        return clock.monotonic()
+        return float(clock.monotonic())
 
     return sorted(await asyncio.gather(*(one() for _ in range(n))))
 
 
-async def test_calls_are_spaced_evenly_at_the_rate() -> None:
-    clock = FakeClock()
+async def test_calls_are_spaced_evenly_at_the_rate(clock: FakeClock) -> None:
     times = await _granted_at(_limiter(clock, requests_per_minute=120), clock, 10)
     assert times == pytest.approx([0.5 * i for i in range(10)])
 
 
-async def test_a_burst_lets_that_many_extra_calls_go_at_once_then_spaces_them() -> None:
-    clock = FakeClock()
+async def test_a_burst_lets_that_many_extra_calls_go_at_once_then_spaces_them(
+    clock: FakeClock,
+) -> None:
     times = await _granted_at(_limiter(clock, requests_per_minute=60, burst=2), clock, 6)
     assert times == pytest.approx([0, 0, 0, 1, 2, 3])
 
 
-async def test_tokens_per_minute_spaces_calls_by_their_estimated_tokens() -> None:
-    clock = FakeClock()
+async def test_tokens_per_minute_spaces_calls_by_their_estimated_tokens(clock: FakeClock) -> None:
     limiter = _limiter(clock, tokens_per_minute=600)  # 10 tokens a second, capacity 10
     times = []
     for _ in range(3):
@@ -56,8 +58,7 @@ async def test_tokens_per_minute_spaces_calls_by_their_estimated_tokens() -> Non
     assert times == pytest.approx([0.0, 1.0, 3.0])
 
 
-async def test_reported_usage_replaces_the_estimate() -> None:
-    clock = FakeClock()
+async def test_reported_usage_replaces_the_estimate(clock: FakeClock) -> None:
     limiter = _limiter(clock, tokens_per_minute=600)
     permit = await limiter.permit("openai", "m", 100, None)
     assert permit.waited == 0.0  # an idle key lets even a large call go at once
@@ -70,8 +71,9 @@ async def test_reported_usage_replaces_the_estimate() -> None:
     assert clock.monotonic() == pytest.approx(11.0)
 
 
-async def test_a_cooldown_pauses_every_caller_and_voids_earlier_reservations() -> None:
-    clock = FakeClock()
+async def test_a_cooldown_pauses_every_caller_and_voids_earlier_reservations(
+    clock: FakeClock,
+) -> None:
     limiter = _limiter(clock, requests_per_minute=60)
     await limiter.permit("openai", "m", 1, None)  # t=0; the next slot is t=1
     waiter = asyncio.create_task(limiter.permit("openai", "m", 1, None))
@@ -85,8 +87,9 @@ async def test_a_cooldown_pauses_every_caller_and_voids_earlier_reservations() -
     assert (await other.state.cooldown("openai:m")).left <= 0
 
 
-async def test_a_cooldown_without_a_delay_grows_exponentially_capped_and_resets() -> None:
-    clock = FakeClock()
+async def test_a_cooldown_without_a_delay_grows_exponentially_capped_and_resets(
+    clock: FakeClock,
+) -> None:
     limiter = _limiter(clock)
     limiter.settings = LimitSettings(margin=0.0, cooldown=CooldownPolicy(base=1.0, cap=4.0))
     await limiter.permit("openai", "m", 1, None)
@@ -102,8 +105,7 @@ async def test_a_cooldown_without_a_delay_grows_exponentially_capped_and_resets(
     assert 0.5 <= await limiter.cool_down("openai:m", None) <= 1.0
 
 
-async def test_a_permit_past_the_deadline_fails_at_once_with_the_wait() -> None:
-    clock = FakeClock()
+async def test_a_permit_past_the_deadline_fails_at_once_with_the_wait(clock: FakeClock) -> None:
     limiter = _limiter(clock, requests_per_minute=6)  # one call every 10 s
     await limiter.permit("openai", "m", 1, None)
     with pytest.raises(PermitDeadlineError) as caught:
@@ -113,16 +115,14 @@ async def test_a_permit_past_the_deadline_fails_at_once_with_the_wait() -> None:
     assert clock.monotonic() == 0.0
 
 
-async def test_keys_are_independent() -> None:
-    clock = FakeClock()
+async def test_keys_are_independent(clock: FakeClock) -> None:
     limiter = _limiter(clock, requests_per_minute=60)
     await limiter.permit("openai", "a", 1, None)
     await limiter.permit("openai", "b", 1, None)
     assert clock.monotonic() == 0.0
 
 
-def test_retry_budget_allows_the_minimum_then_the_ratio_of_calls() -> None:
-    clock = FakeClock()
+def test_retry_budget_allows_the_minimum_then_the_ratio_of_calls(clock: FakeClock) -> None:
     budget = RetryBudget(RetryBudgetConfig(ratio=0.2, window=10.0, min_retries=2), clock=clock)
     for _ in range(10):
         budget.record_call("k", retry=False)
