@@ -16,7 +16,7 @@
       into before the pacer (claim, StartTask, status writes), the pacing
       wait, and after the call (attempt and outcome writes, CompleteTask).
 2. Smart retry vs blind retry on one seeded fault mix: the same requests,
-   the same faults, through AttemptRunner (errors.md's smart retry) and
+   the same faults, through AttemptRunner (the smart retry of docs/errors.md) and
    through a loop that retries every error up to the same max attempts.
    Both figures are reported: the raw reduction of provider calls, and the
    reduction of calls per success. The 40 % target ("fewer calls for the

@@ -1,4 +1,4 @@
-"""errors.md's mapping tables, both directions, and the round trip over a real grpc.aio server."""
+"""The mapping tables of docs/errors.md, both ways, and the round trip over a real aio server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classify any exception into the taxonomy of errors.md.
+"""Classify any exception into the error taxonomy (docs/errors.md).
 
 ``categorize_exception`` never raises and knows: our ``AgentError``; asyncio,
 socket and OS errors; SQLAlchemy, asyncpg and sqlite3 errors (by SQLSTATE

@@ -1,4 +1,4 @@
-"""Database failures mapped to the error taxonomy (errors.md).
+"""Database failures mapped to the error taxonomy (docs/errors.md).
 
 :func:`translate_db_error` is the public entry (re-exported by
 :mod:`marketplace_common.db`). The pieces below it serve

@@ -1,4 +1,4 @@
-"""The error taxonomy shared by both services (see errors.md in the design).
+"""The error taxonomy shared by both services (docs/errors.md).
 
 Every failure is one of four types, and the type decides whether anyone
 retries:

@@ -1,4 +1,4 @@
-"""Smart retries per errors.md's retry policy, on an injectable clock.
+"""Smart retries per the retry policy of docs/errors.md, on an injectable clock.
 
 The primitives (``RetryPolicy``, ``compute_delay``, ``delay_allowed``,
 ``server_directed_delay``, ``AttemptRecord``, ``Clock``) are public so a

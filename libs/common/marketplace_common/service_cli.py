@@ -1,6 +1,6 @@
 """The console script every service has: ``<prog> serve [--migrate]`` and ``<prog> migrate``.
 
-Behaviour operators and scripts rely on (contracts.md, "Running"):
+Behaviour operators and scripts rely on (docs/design.md, "Running"):
 
 * ``migrate`` upgrades the database to the newest Alembic revision and exits 0.
 * ``serve`` refuses to start (exit 2, one plain line on stderr and an error

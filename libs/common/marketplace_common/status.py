@@ -330,7 +330,7 @@ def from_rpc_error(exc: grpc.RpcError, *, deadline_remaining: float | None = Non
     """Rebuild an ``AgentError`` from a failed call (client side); never raises.
 
     The kind comes from the status code; ``ErrorInfo.metadata.errorType``
-    decides the type when present, else errors.md's client rules (with
+    decides the type when present, else the client rules of docs/errors.md (with
     DEADLINE_EXCEEDED transient only while ``deadline_remaining``, the
     caller's own time left in seconds, is unknown or positive). The reason
     is ErrorInfo's (else the code name); ``retry_after`` comes from RetryInfo,

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 
 class BidsSettings(ServiceSettings):
-    """Every setting, with the defaults of contracts.md "Running"."""
+    """Every setting, with the defaults of docs/design.md "Running"."""
 
     model_config = SettingsConfigDict(
         env_prefix="BIDS_", extra="ignore", validate_default=True, hide_input_in_errors=True

@@ -18,7 +18,7 @@ class ProviderNotChosenError(ValueError):
 
 
 class ExecutionSettings(ServiceSettings):
-    """Every setting, with the defaults of contracts.md "Running"."""
+    """Every setting, with the defaults of docs/design.md "Running"."""
 
     model_config = SettingsConfigDict(
         env_prefix="EXECUTION_", extra="ignore", validate_default=True, hide_input_in_errors=True

@@ -1,4 +1,4 @@
-"""The task state machine of contracts.md, every (status, transition) pair over a real channel:
+"""The task state machine of docs/design.md, every (status, transition) pair over a real channel:
 PENDING -> PROCESSING -> COMPLETED | FAILED; anything else FAILED_PRECONDITION, task unchanged."""
 
 from __future__ import annotations

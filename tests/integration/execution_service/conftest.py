@@ -160,7 +160,7 @@ class FakeBidService(bids_pb2_grpc.BidServiceServicer):
     async def FailTask(self, request: Any, context: Any) -> Any:
         if any(ord(c) < 32 and c not in "\n\r\t" for c in request.message):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message: control characters")
-        allowed = (bids_pb2.TASK_STATUS_PROCESSING,)  # contracts.md: PROCESSING -> FAILED
+        allowed = (bids_pb2.TASK_STATUS_PROCESSING,)  # docs/design.md: PROCESSING -> FAILED
         task = await self._transition(
             "FailTask", request, context, allowed, bids_pb2.TASK_STATUS_FAILED
         )

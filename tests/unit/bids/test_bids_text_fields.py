@@ -1,5 +1,6 @@
 """Free text at the edge: NUL is refused in every text field (PostgreSQL text cannot hold it),
-people's text also refuses other control characters, identifiers are whole-string slugs."""
+people's text also refuses other control characters (not tab and newlines) and bidirectional
+controls, identifiers are whole-string slugs."""
 
 from __future__ import annotations
 
@@ -108,3 +109,43 @@ def test_message_length_bound() -> None:
 @pytest.mark.parametrize("value", ["job-1\n", "job-1\r\n", "\njob-1"])
 def test_identifier_with_a_newline_is_refused(value: str) -> None:
     assert [f for f, _ in violations(r.PlaceBidRequest, job_id=value)] == ["job_id"]
+
+
+PEOPLES_TEXT = [
+    (r.CreateTaskRequest, "title"),
+    (r.CreateTaskRequest, "description"),
+    (r.PlaceBidRequest, "proposal"),
+    (r.WithdrawBidRequest, "reason"),
+    (r.RejectBidRequest, "reason"),
+    (r.AcceptBidRequest, "title"),
+    (r.AcceptBidRequest, "description"),
+]
+BIDI_CONTROLS = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+
+
+@pytest.mark.parametrize(("model", "field"), PEOPLES_TEXT, ids=lambda x: getattr(x, "__name__", x))
+@pytest.mark.parametrize("char", BIDI_CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+def test_peoples_text_refuses_bidi_controls(model: type[Any], field: str, char: str) -> None:
+    found = violations(model, **{field: f"pay {char}001$ now"})
+    assert found == [(field, "must not contain bidirectional control characters")]
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x85", "\x9b", "\x0b", "\x1b"], ids=ascii)
+def test_peoples_text_refuses_del_and_c1_controls(char: str) -> None:
+    found = violations(r.PlaceBidRequest, proposal=f"a{char}b")
+    assert found == [("proposal", "must not contain control characters")]
+
+
+@pytest.mark.parametrize(("model", "field"), PEOPLES_TEXT, ids=lambda x: getattr(x, "__name__", x))
+def test_peoples_text_keeps_tabs_newlines_and_other_scripts(model: type[Any], field: str) -> None:
+    # U+200F (RIGHT-TO-LEFT MARK) is a mark, not an embedding or override: allowed.
+    text = "Line one\n\tLine two\r\n\u05e9\u05dc\u05d5\u05dd, \u0645\u0631\u062d\u0628\u0627 \u200f"
+    assert getattr(r.parse(model, {**BASE[model], field: text}), field) == text
+
+
+@pytest.mark.parametrize(
+    ("model", "field"), [(r.CompleteTaskRequest, "result"), (r.FailTaskRequest, "message")]
+)
+def test_machine_text_keeps_bidi_controls(model: type[Any], field: str) -> None:
+    text = "abc\u202edef\u2066ghi\u2069"
+    assert getattr(r.parse(model, {**BASE[model], field: text}), field) == text

@@ -1,4 +1,4 @@
-"""AttemptRunner: smart retry per errors.md, on a virtual clock."""
+"""AttemptRunner: smart retry per docs/errors.md, on a virtual clock."""
 
 from __future__ import annotations
 

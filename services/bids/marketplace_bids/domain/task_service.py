@@ -36,7 +36,7 @@ from marketplace_bids.domain.requests import (
 )
 from marketplace_bids.domain.values import TaskStatus
 
-# What each transition needs (contracts.md: PENDING -> PROCESSING -> COMPLETED |
+# What each transition needs (docs/design.md: PENDING -> PROCESSING -> COMPLETED |
 # FAILED, anything else FAILED_PRECONDITION): the one allowed current status, and
 # the reason naming it. A task nobody started cannot fail: an execution cancelled
 # before StartTask leaves it PENDING for another execution.

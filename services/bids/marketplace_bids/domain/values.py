@@ -68,9 +68,19 @@ def _canonical_uuid(value: str) -> str:
         raise PydanticCustomError("uuid", "must be a UUID") from None
 
 
+# C0 controls but tab, LF and CR (descriptions and proposals are multi-line), DEL, C1.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Bidirectional embeddings, overrides and isolates: they make text display in
+# another order than it is stored (a proposal that reads differently to the
+# client than to the audit trail).
+_BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
 def _no_control_chars(value: str) -> str:
-    if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
+    if _CONTROL.search(value):
         raise PydanticCustomError("text", "must not contain control characters")
+    if _BIDI_CONTROL.search(value):
+        raise PydanticCustomError("text", "must not contain bidirectional control characters")
     return value
 
 
@@ -109,7 +119,7 @@ LongText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_control
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_no_control_chars)]
 # Text the execution service produces (an LLM's answer, a provider's error)
 # may carry any character PostgreSQL can store; people's text may not carry
-# control characters.
+# control characters (but tab and newlines) or bidirectional controls.
 ResultText = Annotated[str, Field(max_length=MAX_RESULT), AfterValidator(_no_nul)]
 MessageText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
 

@@ -122,7 +122,7 @@ def _time_left(context: Context) -> float | None:
 
 def _complete_error(result: JobResult) -> AgentError:
     """What Complete answers when the loop gave up: the last error, LLM_FIXABLE as
-    FAILED_PRECONDITION LLM_OUTPUT_INVALID (errors.md)."""
+    FAILED_PRECONDITION LLM_OUTPUT_INVALID (docs/errors.md)."""
     error = result.error or PermanentError("the attempt loop returned no answer")
     if error.error_type is ErrorType.LLM_FIXABLE:
         return LLMOutputInvalidError(error.message, violations=error.violations)

@@ -1,7 +1,7 @@
 """The attempt loop: pacing, smart retry and a record of every LLM call.
 
 ``AttemptRunner.run`` asks the provider until it has a valid answer or a
-reason to stop, per errors.md:
+reason to stop, per docs/errors.md:
 
 * TRANSIENT (timeouts, 408/409/429/5xx, connection errors): retried after a
   full-jitter backoff, or after the server's delay (Retry-After,
@@ -305,7 +305,7 @@ class AttemptRunner:
         delay, source = compute_delay(exc, run.transient_failures, policy, self._rng)
         time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
         if not delay_allowed(delay, policy, time_left):
-            # errors.md: a delay past the cap or the deadline is not waited
+            # docs/errors.md: a delay past the cap or the deadline is not waited
             # out; the error goes back now, carrying the delay for RetryInfo.
             error.retry_after = delay
             return _Next(0.0, DelaySource.NONE, stop=error)

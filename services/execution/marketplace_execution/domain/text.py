@@ -3,9 +3,10 @@
 A model's answer or a provider's error message can hold anything. PostgreSQL
 refuses NUL in text (SQLSTATE 22021) and a lone surrogate cannot be encoded as
 UTF-8 at all, so an answer carrying either could never be stored or reported,
-and would strand its task in PROCESSING. BidService also refuses control
-characters in a FailTask message and a CompleteTask result over
-``MAX_RESULT_CHARS``.
+and would strand its task in PROCESSING. BidService also refuses a
+CompleteTask result over ``MAX_RESULT_CHARS``. It accepts any other character
+in machine text, but a FailTask message is for people to read, so control
+characters in it become spaces.
 """
 
 from __future__ import annotations
