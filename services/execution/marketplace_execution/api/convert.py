@@ -16,6 +16,7 @@ from marketplace_execution.domain.models import (
     Execution,
     ExecutionEvent,
     ExecutionStatus,
+    Usage,
 )
 
 _DELAY_SOURCES = {
@@ -77,6 +78,19 @@ def attempt_pb(attempt: AttemptView) -> execution_pb2.Attempt:
             attempt.delay_source, execution_pb2.RETRY_DELAY_SOURCE_UNSPECIFIED
         ),
         pacing_delay=duration(attempt.pacing_delay),
+        model=attempt.model,
+        usage=usage_pb(attempt.usage),
+    )
+
+
+def usage_pb(usage: Usage) -> execution_pb2.Usage:
+    """Tokens and their cost in USD (Money: whole units and nanos)."""
+    units, nanos = divmod(usage.cost_nanos, 1_000_000_000)
+    cost = common_pb2.Money(currency_code="USD", units=units, nanos=nanos)
+    return execution_pb2.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost=cost,
     )
 
 
@@ -93,6 +107,8 @@ def execution_pb(execution: Execution) -> execution_pb2.Execution:
         updated_at=timestamp(execution.updated_at),
         model=execution.model,
         max_attempts=execution.max_attempts,
+        usage=usage_pb(execution.usage),
+        error_reason=(execution.error_reason or "") if execution.terminal else "",
     )
 
 

@@ -25,7 +25,9 @@ from marketplace_execution.api.convert import (
     execution_pb,
     fields,
     status_filter,
+    usage_pb,
 )
+from marketplace_execution.domain.models import Usage
 from marketplace_execution.domain.ports import JobResult
 from marketplace_execution.domain.requests import (
     CompleteRequest,
@@ -108,6 +110,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             text=result.text,
             attempts=[attempt_pb(a) for a in result.attempts],
             model=result.model,
+            usage=usage_pb(Usage.total(result.attempts)),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +40,25 @@ CANCELLED_MESSAGE = "execution cancelled by a caller"
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and their cost (nano-USD) of one call, or the sum of several."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_nanos: int = 0
+
+    @staticmethod
+    def total(attempts: Iterable[AttemptView]) -> Usage:
+        """The sum of the attempts' usage."""
+        prompt = completion = cost = 0
+        for attempt in attempts:
+            prompt += attempt.prompt_tokens
+            completion += attempt.completion_tokens
+            cost += attempt.cost_nanos
+        return Usage(prompt, completion, cost)
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptView:
     """One stored call to the LLM provider.
 
@@ -55,6 +75,15 @@ class AttemptView:
     retry_delay: float = 0.0
     delay_source: str = "NONE"
     pacing_delay: float = 0.0
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_nanos: int = 0
+    """The cost of this call's tokens in nano-USD (10^-9 USD) at the configured prices."""
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cost_nanos)
 
     @property
     def succeeded(self) -> bool:
@@ -73,6 +102,7 @@ class Outcome:
     result: str | None = None
     error_type: ErrorType | None = None
     error_message: str | None = None
+    error_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +126,12 @@ class Execution:
     cancel_requested: bool = False
     lease_owner: str | None = None
     attempts: tuple[AttemptView, ...] = field(default=())
+    error_reason: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """Every attempt's tokens and cost, summed."""
+        return Usage.total(self.attempts)
 
     @property
     def terminal(self) -> bool:
@@ -112,6 +148,7 @@ class Execution:
             result=self.result,
             error_type=self.error_type,
             error_message=self.error_message,
+            error_reason=self.error_reason,
         )
 
 

@@ -136,7 +136,8 @@ class ExecutionRun:
                 f"({type(exc).__name__}: {as_agent_error(exc).message})"
             )
         _log.error("execution.run_crashed", execution_id=eid, exc_info=exc)
-        outcome = Outcome(ExecutionStatus.FAILED, None, error_type, report_message(message))
+        reason = exc.reason if isinstance(exc, AgentError) else "INTERNAL"
+        outcome = Outcome(ExecutionStatus.FAILED, None, error_type, report_message(message), reason)
         try:
             return await self._decide(outcome)
         except LeaseLostError:
@@ -167,7 +168,13 @@ class ExecutionRun:
             self._start_refused = True
             message = f"the task could not be started: {start_error.message}"
             return await self._decide(
-                Outcome(ExecutionStatus.FAILED, None, start_error.error_type, message)
+                Outcome(
+                    ExecutionStatus.FAILED,
+                    None,
+                    start_error.error_type,
+                    message,
+                    start_error.reason,
+                )
             )
         if ex.status is not ExecutionStatus.RUNNING:
             await self._set_status(ExecutionStatus.RUNNING)
@@ -179,7 +186,9 @@ class ExecutionRun:
             return await self._decide(_success(result.text))
         error = result.error or AgentError("the attempt loop returned no answer")
         message = report_message(error.message)
-        return await self._decide(Outcome(ExecutionStatus.FAILED, None, error.error_type, message))
+        return await self._decide(
+            Outcome(ExecutionStatus.FAILED, None, error.error_type, message, error.reason)
+        )
 
     async def _set_status(self, status: ExecutionStatus) -> None:
         previous = self._execution.status
@@ -235,7 +244,9 @@ class ExecutionRun:
             if error is None:
                 return execution
             message = report_message(f"BidService refused the result: {error.message}")
-            failed = Outcome(ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message)
+            failed = Outcome(
+                ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message, error.reason
+            )
             owner = self._ctx.owner
             execution = await self._stored(
                 "revise", lambda: self._ctx.store.revise(eid, owner, failed, self._ctx.now())

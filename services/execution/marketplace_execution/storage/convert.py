@@ -30,6 +30,10 @@ def attempt_view(row: AttemptRow) -> AttemptView:
         retry_delay=row.retry_delay,
         delay_source=row.delay_source,
         pacing_delay=row.pacing_delay,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_nanos=row.cost_nanos,
     )
 
 
@@ -48,6 +52,7 @@ def execution_view(row: ExecutionRow, attempts: Sequence[AttemptRow] = ()) -> Ex
         result=row.result,
         error_type=_error_type(row.error_type),
         error_message=row.error_message,
+        error_reason=row.error_reason,
         pending_outcome=None
         if row.pending_outcome is None
         else ExecutionStatus(row.pending_outcome),
@@ -87,4 +92,8 @@ def attempt_row(execution_id: object, attempt: AttemptView) -> AttemptRow:
         retry_delay=attempt.retry_delay,
         delay_source=attempt.delay_source,
         pacing_delay=attempt.pacing_delay,
+        model=attempt.model[:200],
+        prompt_tokens=attempt.prompt_tokens,
+        completion_tokens=attempt.completion_tokens,
+        cost_nanos=attempt.cost_nanos,
     )

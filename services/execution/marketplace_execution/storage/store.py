@@ -172,6 +172,7 @@ class SqlExecutionStore:
             row.cancel_requested = True
             row.error_type = ErrorType.PERMANENT.value
             row.error_message = CANCELLED_MESSAGE
+            row.error_reason = "CANCELLED"
             row.updated_at = now
             await session.flush()
             return await _load(session, execution_id)
@@ -338,5 +339,6 @@ def _outcome_values(outcome: Outcome, now: datetime) -> dict[str, object]:
         "result": outcome.result,
         "error_type": None if outcome.error_type is None else outcome.error_type.value,
         "error_message": outcome.error_message,
+        "error_reason": outcome.error_reason,
         "updated_at": now,
     }

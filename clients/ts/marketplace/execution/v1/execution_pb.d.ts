@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { ErrorType } from "../../common/v1/common_pb.js";
+import type { ErrorType, Money } from "../../common/v1/common_pb.js";
 
 /**
  * Describes the file marketplace/execution/v1/execution.proto.
@@ -75,11 +75,28 @@ export declare type Attempt = Message<"marketplace.execution.v1.Attempt"> & {
   retryDelaySource: RetryDelaySource;
 
   /**
-   * The pacing delay waited before this call.
+   * The time waited before this call: the pacing pause, the concurrency slot,
+   * and the provider key's permit (its shared rate limits and any cooldown).
+   * Waiting is not an attempt, but it counts toward the caller's deadline.
    *
    * @generated from field: google.protobuf.Duration pacing_delay = 9;
    */
   pacingDelay?: Duration | undefined;
+
+  /**
+   * The model this call asked, which answered when the call succeeded (a
+   * fallback model after the first one failed for a reason of its own).
+   *
+   * @generated from field: string model = 10;
+   */
+  model: string;
+
+  /**
+   * The tokens the provider reported for this call and their cost.
+   *
+   * @generated from field: marketplace.execution.v1.Usage usage = 11;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -87,6 +104,41 @@ export declare type Attempt = Message<"marketplace.execution.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export declare const AttemptSchema: GenMessage<Attempt>;
+
+/**
+ * Tokens and cost of LLM calls, as the provider reported them.
+ *
+ * @generated from message marketplace.execution.v1.Usage
+ */
+export declare type Usage = Message<"marketplace.execution.v1.Usage"> & {
+  /**
+   * Prompt (input) tokens.
+   *
+   * @generated from field: int64 prompt_tokens = 1;
+   */
+  promptTokens: bigint;
+
+  /**
+   * Completion (output) tokens.
+   *
+   * @generated from field: int64 completion_tokens = 2;
+   */
+  completionTokens: bigint;
+
+  /**
+   * The cost of these tokens at the service's configured prices, in USD;
+   * zero when no price is configured for the model.
+   *
+   * @generated from field: marketplace.common.v1.Money cost = 3;
+   */
+  cost?: Money | undefined;
+};
+
+/**
+ * Describes the message marketplace.execution.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export declare const UsageSchema: GenMessage<Usage>;
 
 /**
  * A run of a task's work through the LLM.
@@ -170,6 +222,21 @@ export declare type Execution = Message<"marketplace.execution.v1.Execution"> & 
    * @generated from field: int32 max_attempts = 11;
    */
   maxAttempts: number;
+
+  /**
+   * The sum of every attempt's usage.
+   *
+   * @generated from field: marketplace.execution.v1.Usage usage = 12;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * The final error's ErrorInfo reason when FAILED (for example
+   * BUDGET_EXHAUSTED, LLM_OUTPUT_INVALID, RETRY_BUDGET_EXHAUSTED).
+   *
+   * @generated from field: string error_reason = 13;
+   */
+  errorReason: string;
 };
 
 /**
@@ -580,6 +647,13 @@ export declare type CompleteResponse = Message<"marketplace.execution.v1.Complet
    * @generated from field: string model = 3;
    */
   model: string;
+
+  /**
+   * The sum of every attempt's usage.
+   *
+   * @generated from field: marketplace.execution.v1.Usage usage = 4;
+   */
+  usage?: Usage | undefined;
 };
 
 /**

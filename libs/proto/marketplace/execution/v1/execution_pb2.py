@@ -27,49 +27,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from marketplace.common.v1 import common_pb2 as marketplace_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(marketplace/execution/v1/execution.proto\x12\x18marketplace.execution.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"marketplace/common/v1/common.proto\"\xf8\x02\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nerror_type\x18\x04 \x01(\x0e\x32 .marketplace.common.v1.ErrorType\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12.\n\x0bretry_delay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x46\n\x12retry_delay_source\x18\x08 \x01(\x0e\x32*.marketplace.execution.v1.RetryDelaySource\x12/\n\x0cpacing_delay\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x03\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12\x33\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32!.marketplace.execution.v1.Attempt\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x34\n\nerror_type\x18\x06 \x01(\x0e\x32 .marketplace.common.v1.ErrorType\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\n \x01(\t\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\"\x91\x01\n\x0cStatusChange\x12\x42\n\x0fprevious_status\x18\x01 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12=\n\nnew_status\x18\x02 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\"\xc7\x01\n\x0e\x45xecutionEvent\x12?\n\rstatus_change\x18\x01 \x01(\x0b\x32&.marketplace.execution.v1.StatusChangeH\x00\x12\x34\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32!.marketplace.execution.v1.AttemptH\x00\x12\x36\n\texecution\x18\x03 \x01(\x0b\x32#.marketplace.execution.v1.ExecutionB\x06\n\x04kind\"\x89\x01\n\x16SubmitExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\routput_schema\x18\x05 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\"Q\n\x17SubmitExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"N\n\x14GetExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"\x8a\x01\n\x15ListExecutionsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32#.marketplace.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"Q\n\x16WatchExecutionResponse\x12\x37\n\x05\x65vent\x18\x01 \x01(\x0b\x32(.marketplace.execution.v1.ExecutionEvent\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"Q\n\x17\x43\x61ncelExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"]\n\x0f\x43ompleteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\routput_schema\x18\x03 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\x05\"d\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32!.marketplace.execution.v1.Attempt\x12\r\n\x05model\x18\x03 \x01(\t*\xf1\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_STATUS_QUEUED\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_RUNNING\x10\x02\x12$\n EXECUTION_STATUS_RETRY_SCHEDULED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x04\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x05\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x06*\xa0\x01\n\x10RetryDelaySource\x12\"\n\x1eRETRY_DELAY_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRETRY_DELAY_SOURCE_BACKOFF\x10\x01\x12)\n%RETRY_DELAY_SOURCE_SERVER_RETRY_AFTER\x10\x02\x12\x1d\n\x19RETRY_DELAY_SOURCE_PACING\x10\x03\x32\xc0\x05\n\x10\x45xecutionService\x12v\n\x0fSubmitExecution\x12\x30.marketplace.execution.v1.SubmitExecutionRequest\x1a\x31.marketplace.execution.v1.SubmitExecutionResponse\x12m\n\x0cGetExecution\x12-.marketplace.execution.v1.GetExecutionRequest\x1a..marketplace.execution.v1.GetExecutionResponse\x12s\n\x0eListExecutions\x12/.marketplace.execution.v1.ListExecutionsRequest\x1a\x30.marketplace.execution.v1.ListExecutionsResponse\x12u\n\x0eWatchExecution\x12/.marketplace.execution.v1.WatchExecutionRequest\x1a\x30.marketplace.execution.v1.WatchExecutionResponse0\x01\x12v\n\x0f\x43\x61ncelExecution\x12\x30.marketplace.execution.v1.CancelExecutionRequest\x1a\x31.marketplace.execution.v1.CancelExecutionResponse\x12\x61\n\x08\x43omplete\x12).marketplace.execution.v1.CompleteRequest\x1a*.marketplace.execution.v1.CompleteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(marketplace/execution/v1/execution.proto\x12\x18marketplace.execution.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"marketplace/common/v1/common.proto\"\xb7\x03\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\nerror_type\x18\x04 \x01(\x0e\x32 .marketplace.common.v1.ErrorType\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12.\n\x0bretry_delay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x46\n\x12retry_delay_source\x18\x08 \x01(\x0e\x32*.marketplace.execution.v1.RetryDelaySource\x12/\n\x0cpacing_delay\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\n \x01(\t\x12.\n\x05usage\x18\x0b \x01(\x0b\x32\x1f.marketplace.execution.v1.Usage\"e\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12*\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x1c.marketplace.common.v1.Money\"\xca\x03\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x39\n\x06status\x18\x03 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12\x33\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32!.marketplace.execution.v1.Attempt\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x34\n\nerror_type\x18\x06 \x01(\x0e\x32 .marketplace.common.v1.ErrorType\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\n \x01(\t\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\x05\x12.\n\x05usage\x18\x0c \x01(\x0b\x32\x1f.marketplace.execution.v1.Usage\x12\x14\n\x0c\x65rror_reason\x18\r \x01(\t\"\x91\x01\n\x0cStatusChange\x12\x42\n\x0fprevious_status\x18\x01 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12=\n\nnew_status\x18\x02 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\"\xc7\x01\n\x0e\x45xecutionEvent\x12?\n\rstatus_change\x18\x01 \x01(\x0b\x32&.marketplace.execution.v1.StatusChangeH\x00\x12\x34\n\x07\x61ttempt\x18\x02 \x01(\x0b\x32!.marketplace.execution.v1.AttemptH\x00\x12\x36\n\texecution\x18\x03 \x01(\x0b\x32#.marketplace.execution.v1.ExecutionB\x06\n\x04kind\"\x89\x01\n\x16SubmitExecutionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\routput_schema\x18\x05 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\"Q\n\x17SubmitExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"N\n\x14GetExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"\x8a\x01\n\x15ListExecutionsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).marketplace.execution.v1.ExecutionStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"j\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32#.marketplace.execution.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"Q\n\x16WatchExecutionResponse\x12\x37\n\x05\x65vent\x18\x01 \x01(\x0b\x32(.marketplace.execution.v1.ExecutionEvent\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"Q\n\x17\x43\x61ncelExecutionResponse\x12\x36\n\texecution\x18\x01 \x01(\x0b\x32#.marketplace.execution.v1.Execution\"]\n\x0f\x43ompleteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\routput_schema\x18\x03 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\x05\"\x94\x01\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x33\n\x08\x61ttempts\x18\x02 \x03(\x0b\x32!.marketplace.execution.v1.Attempt\x12\r\n\x05model\x18\x03 \x01(\t\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.marketplace.execution.v1.Usage*\xf1\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_STATUS_QUEUED\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_RUNNING\x10\x02\x12$\n EXECUTION_STATUS_RETRY_SCHEDULED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x04\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x05\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x06*\xa0\x01\n\x10RetryDelaySource\x12\"\n\x1eRETRY_DELAY_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRETRY_DELAY_SOURCE_BACKOFF\x10\x01\x12)\n%RETRY_DELAY_SOURCE_SERVER_RETRY_AFTER\x10\x02\x12\x1d\n\x19RETRY_DELAY_SOURCE_PACING\x10\x03\x32\xc0\x05\n\x10\x45xecutionService\x12v\n\x0fSubmitExecution\x12\x30.marketplace.execution.v1.SubmitExecutionRequest\x1a\x31.marketplace.execution.v1.SubmitExecutionResponse\x12m\n\x0cGetExecution\x12-.marketplace.execution.v1.GetExecutionRequest\x1a..marketplace.execution.v1.GetExecutionResponse\x12s\n\x0eListExecutions\x12/.marketplace.execution.v1.ListExecutionsRequest\x1a\x30.marketplace.execution.v1.ListExecutionsResponse\x12u\n\x0eWatchExecution\x12/.marketplace.execution.v1.WatchExecutionRequest\x1a\x30.marketplace.execution.v1.WatchExecutionResponse0\x01\x12v\n\x0f\x43\x61ncelExecution\x12\x30.marketplace.execution.v1.CancelExecutionRequest\x1a\x31.marketplace.execution.v1.CancelExecutionResponse\x12\x61\n\x08\x43omplete\x12).marketplace.execution.v1.CompleteRequest\x1a*.marketplace.execution.v1.CompleteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketplace.execution.v1.execution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECUTIONSTATUS']._serialized_start=2347
-  _globals['_EXECUTIONSTATUS']._serialized_end=2588
-  _globals['_RETRYDELAYSOURCE']._serialized_start=2591
-  _globals['_RETRYDELAYSOURCE']._serialized_end=2751
+  _globals['_EXECUTIONSTATUS']._serialized_start=2632
+  _globals['_EXECUTIONSTATUS']._serialized_end=2873
+  _globals['_RETRYDELAYSOURCE']._serialized_start=2876
+  _globals['_RETRYDELAYSOURCE']._serialized_end=3036
   _globals['_ATTEMPT']._serialized_start=172
-  _globals['_ATTEMPT']._serialized_end=548
-  _globals['_EXECUTION']._serialized_start=551
-  _globals['_EXECUTION']._serialized_end=939
-  _globals['_STATUSCHANGE']._serialized_start=942
-  _globals['_STATUSCHANGE']._serialized_end=1087
-  _globals['_EXECUTIONEVENT']._serialized_start=1090
-  _globals['_EXECUTIONEVENT']._serialized_end=1289
-  _globals['_SUBMITEXECUTIONREQUEST']._serialized_start=1292
-  _globals['_SUBMITEXECUTIONREQUEST']._serialized_end=1429
-  _globals['_SUBMITEXECUTIONRESPONSE']._serialized_start=1431
-  _globals['_SUBMITEXECUTIONRESPONSE']._serialized_end=1512
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1514
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1557
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1559
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1637
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1640
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1778
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1780
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1886
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1888
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1933
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1935
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2016
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=2018
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2064
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=2066
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=2147
-  _globals['_COMPLETEREQUEST']._serialized_start=2149
-  _globals['_COMPLETEREQUEST']._serialized_end=2242
-  _globals['_COMPLETERESPONSE']._serialized_start=2244
-  _globals['_COMPLETERESPONSE']._serialized_end=2344
-  _globals['_EXECUTIONSERVICE']._serialized_start=2754
-  _globals['_EXECUTIONSERVICE']._serialized_end=3458
+  _globals['_ATTEMPT']._serialized_end=611
+  _globals['_USAGE']._serialized_start=613
+  _globals['_USAGE']._serialized_end=714
+  _globals['_EXECUTION']._serialized_start=717
+  _globals['_EXECUTION']._serialized_end=1175
+  _globals['_STATUSCHANGE']._serialized_start=1178
+  _globals['_STATUSCHANGE']._serialized_end=1323
+  _globals['_EXECUTIONEVENT']._serialized_start=1326
+  _globals['_EXECUTIONEVENT']._serialized_end=1525
+  _globals['_SUBMITEXECUTIONREQUEST']._serialized_start=1528
+  _globals['_SUBMITEXECUTIONREQUEST']._serialized_end=1665
+  _globals['_SUBMITEXECUTIONRESPONSE']._serialized_start=1667
+  _globals['_SUBMITEXECUTIONRESPONSE']._serialized_end=1748
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1750
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1793
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=1795
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=1873
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=1876
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2014
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2016
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2122
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2124
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2169
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=2171
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=2252
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=2254
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2300
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=2302
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=2383
+  _globals['_COMPLETEREQUEST']._serialized_start=2385
+  _globals['_COMPLETEREQUEST']._serialized_end=2478
+  _globals['_COMPLETERESPONSE']._serialized_start=2481
+  _globals['_COMPLETERESPONSE']._serialized_end=2629
+  _globals['_EXECUTIONSERVICE']._serialized_start=3039
+  _globals['_EXECUTIONSERVICE']._serialized_end=3743
 # @@protoc_insertion_point(module_scope)

@@ -41,7 +41,7 @@ RETRY_DELAY_SOURCE_SERVER_RETRY_AFTER: RetryDelaySource
 RETRY_DELAY_SOURCE_PACING: RetryDelaySource
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "started_at", "finished_at", "error_type", "code", "message", "retry_delay", "retry_delay_source", "pacing_delay")
+    __slots__ = ("number", "started_at", "finished_at", "error_type", "code", "message", "retry_delay", "retry_delay_source", "pacing_delay", "model", "usage")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class Attempt(_message.Message):
     RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
     RETRY_DELAY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     PACING_DELAY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     number: int
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
@@ -60,10 +62,22 @@ class Attempt(_message.Message):
     retry_delay: _duration_pb2.Duration
     retry_delay_source: RetryDelaySource
     pacing_delay: _duration_pb2.Duration
-    def __init__(self, number: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_delay_source: _Optional[_Union[RetryDelaySource, str]] = ..., pacing_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    model: str
+    usage: Usage
+    def __init__(self, number: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_delay_source: _Optional[_Union[RetryDelaySource, str]] = ..., pacing_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "cost")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: _common_pb2.Money
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost: _Optional[_Union[_common_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("execution_id", "task_id", "status", "attempts", "result", "error_type", "error_message", "created_at", "updated_at", "model", "max_attempts")
+    __slots__ = ("execution_id", "task_id", "status", "attempts", "result", "error_type", "error_message", "created_at", "updated_at", "model", "max_attempts", "usage", "error_reason")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +89,8 @@ class Execution(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     task_id: str
     status: ExecutionStatus
@@ -86,7 +102,9 @@ class Execution(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     model: str
     max_attempts: int
-    def __init__(self, execution_id: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., result: _Optional[str] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    usage: Usage
+    error_reason: str
+    def __init__(self, execution_id: _Optional[str] = ..., task_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., result: _Optional[str] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., max_attempts: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class StatusChange(_message.Message):
     __slots__ = ("previous_status", "new_status")
@@ -197,11 +215,13 @@ class CompleteRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., output_schema: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("text", "attempts", "model")
+    __slots__ = ("text", "attempts", "model", "usage")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     model: str
-    def __init__(self, text: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, text: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
