@@ -9,11 +9,15 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 BUF := node_modules/.bin/buf
 
-.PHONY: run test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
+.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
 
 ## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
 run: $(RUNTIME_STAMP)
 	$(BIN)/python scripts/run_dev.py
+
+## env: create .env (tokens for docker compose); plain python3, no venv needed
+env:
+	$(PYTHON) scripts/make_env.py --out .env
 
 ## test: install what tests need, lint, type-check and run the whole suite
 test: lint pytest

@@ -8,6 +8,10 @@ Behaviour operators and scripts rely on (docs/design.md, "Running"):
   given; likewise in protected mode (a non-loopback bind without auth
   tokens) or on invalid settings.
 * ``serve`` runs until SIGTERM/SIGINT, stops gracefully and exits 0.
+* ``health`` asks the service listening on the configured port (or
+  ``--target``) over grpc.health.v1: exit 0 only on SERVING, 1 on any other
+  answer, 2 when unreachable (see marketplace_common.health_probe). It is the
+  healthcheck command of the container images.
 
 Settings are built here, once, in the process's composition root.
 """
@@ -26,6 +30,7 @@ from structlog.typing import FilteringBoundLogger
 
 from marketplace_common import runtime
 from marketplace_common.auth import AuthConfigError
+from marketplace_common.health_probe import local_target, probe
 from marketplace_common.logging import configure_logging, get_logger
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.settings import ServiceSettings
@@ -52,6 +57,8 @@ class ServiceCli(Generic[S]):
         create_server: builds and starts the server; returns it and its port.
         refusals: exceptions of ``create_server`` that mean "refuse to start"
             (the message is shown as is) rather than a crash.
+        health_service: the full service name ``health`` asks about by default
+            (``marketplace.bids.v1.BidService``); SERVING only while it serves.
     """
 
     prog: str
@@ -61,6 +68,7 @@ class ServiceCli(Generic[S]):
     migrations_dir: Path
     create_server: Callable[[S], Awaitable[tuple[Servable, int]]]
     refusals: tuple[type[Exception], ...] = ()
+    health_service: str = ""
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Parse ``argv``, build the settings and run the command; the exit code."""
@@ -70,6 +78,8 @@ class ServiceCli(Generic[S]):
         except ValidationError as exc:
             print(f"{self.prog}: invalid settings:\n{exc}", file=sys.stderr)
             return 2
+        if args.command == "health":
+            return self._health(settings, args)
         configure_logging(settings.log_level, settings.log_json)
         if args.command == "migrate":
             return runtime.run(self._migrate(settings))
@@ -83,7 +93,30 @@ class ServiceCli(Generic[S]):
             "--migrate", action="store_true", help="upgrade the database to the newest schema first"
         )
         commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
+        health = commands.add_parser(
+            "health", help="exit 0 if the running service answers SERVING (grpc.health.v1)"
+        )
+        health.add_argument(
+            "--target", help="host:port to ask (default: this service's configured port, locally)"
+        )
+        health.add_argument(
+            "--service",
+            default=self.health_service,
+            help=f"the service to ask about (default: {self.health_service or 'the server'};"
+            ' "" for the whole server)',
+        )
+        health.add_argument("--timeout", type=float, default=3.0, help="seconds (default: 3)")
+        health.add_argument(
+            "--ca-file", type=Path, help="speak TLS, trusting this CA (PEM) for the server"
+        )
         return parser
+
+    def _health(self, settings: S, args: argparse.Namespace) -> int:
+        target = args.target or local_target(settings.grpc_host, settings.grpc_port)
+        result = probe(target, args.service, timeout=args.timeout, ca_file=args.ca_file)
+        out = sys.stderr if result.code else sys.stdout
+        print(f"{self.prog} health: {result.message}", file=out)
+        return int(result.code)
 
     async def _serve(self, settings: S, *, migrate: bool) -> int:
         if migrate:

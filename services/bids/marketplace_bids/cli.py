@@ -1,4 +1,4 @@
-"""``bids-service serve [--migrate]`` and ``bids-service migrate``.
+"""``bids-service serve [--migrate]``, ``bids-service migrate`` and ``bids-service health``.
 
 See marketplace_common.service_cli.
 """
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from marketplace_common.service_cli import ServiceCli
 
+from marketplace_bids.api.servicer import BID_SERVICE_NAME
 from marketplace_bids.migrations import SCRIPT_LOCATION
 from marketplace_bids.server import NotMigratedError, create_server
 from marketplace_bids.settings import BidsSettings
@@ -20,6 +21,7 @@ CLI = ServiceCli(
     settings_factory=BidsSettings,
     migrations_dir=SCRIPT_LOCATION,
     create_server=create_server,
+    health_service=BID_SERVICE_NAME,
     refusals=(NotMigratedError,),
 )
 

@@ -1,4 +1,5 @@
-"""``execution-service serve [--migrate]`` and ``execution-service migrate``.
+"""``execution-service serve [--migrate]``, ``execution-service migrate`` and
+``execution-service health``.
 
 See marketplace_common.service_cli; ``serve`` also runs the worker pool. A
 bad LLM configuration (ValueError from the composition root) refuses to start.
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from marketplace_common.service_cli import ServiceCli
 
+from marketplace_execution.api.servicer import SERVICE_NAME
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.server import NotMigratedError, create_server
 from marketplace_execution.settings import ExecutionSettings
@@ -21,6 +23,7 @@ CLI = ServiceCli(
     settings_factory=ExecutionSettings,
     migrations_dir=MIGRATIONS_DIR,
     create_server=create_server,
+    health_service=SERVICE_NAME,
     refusals=(NotMigratedError, ValueError),
 )
 
