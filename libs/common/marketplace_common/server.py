@@ -147,6 +147,7 @@ class GrpcServer:
         self._stopping_callbacks: list[Callable[[], None]] = []
         self._port: int | None = None
         self._stopping = False
+        self._stop_deadline: float | None = None
         self.stopping = asyncio.Event()
         """Set when a stop begins: long server streams can end early instead of
         holding the grace period (health Watch streams already do)."""
@@ -215,6 +216,7 @@ class GrpcServer:
             return
         self._stopping = True
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._stop_deadline = asyncio.get_running_loop().time() + grace
         self.log.info("server.stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
         self.stopping.set()
@@ -233,6 +235,14 @@ class GrpcServer:
             await asyncio.to_thread(self._metrics_http.close)
             self._metrics_http = None
         self.log.info("server.stopped")
+
+    def remaining_grace(self) -> float:
+        """Seconds left of the grace of the stop in progress: shutdown hooks that
+        drain work of their own (the execution worker pool) share the one grace
+        with the in-flight calls instead of adding theirs. 0 when none is left."""
+        if self._stop_deadline is None:
+            return self.settings.shutdown_grace_seconds
+        return max(0.0, self._stop_deadline - asyncio.get_running_loop().time())
 
     def on_stopping(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when a stop begins: after health turns NOT_SERVING and

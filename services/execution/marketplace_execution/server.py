@@ -2,10 +2,11 @@
 servicer, plus health, reflection and the worker pool.
 
 ``create_server(settings)`` builds and starts everything and returns the
-server and its port (tests pass ``grpc_port=0``). Stopping stops the gRPC
-server first (health NOT_SERVING, in-flight calls finish), then the worker
-pool (running executions get the shutdown grace to finish; the rest give their
-leases back for another replica to resume), then closes the channel and engine.
+server and its port (tests pass ``grpc_port=0``). Stopping (SIGTERM) takes one
+shutdown grace in all: at once health turns NOT_SERVING and the worker pool
+stops claiming; then in-flight calls and running executions drain together,
+within the same grace; executions still running when it is over give their
+leases back for another replica to resume; then the channel and engine close.
 """
 
 from __future__ import annotations
@@ -166,8 +167,12 @@ def _add_shutdown_hooks(handle: ExecutionServer, settings: ExecutionSettings) ->
     handle.grpc.add_shutdown_hook(handle.llm.aclose)
     pool = handle.pool
     if pool is not None:
+        grpc_server = handle.grpc
+        # The stop begins: no new claim from now on (running executions go on).
+        grpc_server.on_stopping(pool.stop_claiming)
 
         async def stop_pool() -> None:
-            await pool.stop(settings.shutdown_grace_seconds)
+            # After the calls drained: what is left of the same grace, not a second one.
+            await pool.stop(grpc_server.remaining_grace())
 
-        handle.grpc.add_shutdown_hook(stop_pool)
+        grpc_server.add_shutdown_hook(stop_pool)

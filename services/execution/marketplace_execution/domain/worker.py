@@ -99,11 +99,17 @@ class WorkerPool:
         entry[0].interrupt(StopReason.CANCELLED)
         return True
 
+    def stop_claiming(self) -> None:
+        """Claims nothing from now on; running executions go on (first step of a stop).
+
+        A claim already in its transaction hands what it got straight back."""
+        self._stopping = True
+        self._wake.set()
+
     async def stop(self, grace: float) -> None:
         """Stops claiming, lets running executions finish for ``grace`` seconds, then
         interrupts the rest and gives their leases back for another replica to resume."""
-        self._stopping = True
-        self._wake.set()
+        self.stop_claiming()
         tasks = [task for _, task in self._runs.values()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -141,6 +147,11 @@ class WorkerPool:
             # A bug must not end the claim loop (a replica that silently takes no
             # work); the loop waits poll_seconds before the next try.
             _log.exception("worker_pool.claim_crashed")
+            return 0
+        if self._stopping:
+            # The stop began during the claim: hand them back untouched at once.
+            for execution_id in ids:
+                await self._release(execution_id)
             return 0
         self.claimed_total += len(ids)
         for execution_id in ids:
