@@ -1,4 +1,4 @@
-"""The README's walkthrough (scripts/walkthrough.sh) against both services as real processes.
+"""docs/walkthrough.md (scripts/walkthrough.sh) against both services as real processes.
 
 Both services run from their console scripts (``serve --migrate``) on free
 loopback ports with SQLite files in ``tmp_path``; the script drives them with

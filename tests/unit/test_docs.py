@@ -4,7 +4,8 @@
   listed there still exists, and each listed code is the one the mapping gives;
 * every relative link in README.md and docs/ points at a file (and heading)
   that exists;
-* no file names a Markdown document the repository does not hold.
+* no file names a Markdown document the repository does not hold;
+* README.md fits on a few screens, and every test its Guarantees name exists.
 """
 
 from __future__ import annotations
@@ -223,3 +224,24 @@ def test_no_file_refers_to_a_document_the_repository_does_not_hold() -> None:
         if ref not in held
     }
     assert sorted(missing) == []
+
+
+# --- README ----------------------------------------------------------------------------
+
+
+def test_readme_fits_on_a_few_screens() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_every_guarantee_names_a_test_that_exists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", section)
+    assert len(named) >= 10
+    missing = [
+        f"{path}::{name}"
+        for path, name in named
+        if not (ROOT / path).exists()
+        or not re.search(rf"^(async )?def {name}\(", (ROOT / path).read_text(), re.MULTILINE)
+    ]
+    assert missing == []
