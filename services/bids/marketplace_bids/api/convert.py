@@ -140,6 +140,7 @@ def task(value: Task) -> bids_pb2.Task:
         budget=money(value.budget),
         status=task_status(value.status),
         bid_id=value.bid_id or "",
+        agent_id=value.agent_id or "",
         execution_id=value.execution_id or "",
         result=value.result or "",
         error_type=error_type(value.error_type),

@@ -249,6 +249,7 @@ class BidService:
                 budget=bid.amount,
                 status=TaskStatus.PENDING,
                 bid_id=bid.bid_id,
+                agent_id=bid.agent_id,
                 created_at=now,
                 updated_at=now,
             )

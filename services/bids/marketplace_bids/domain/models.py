@@ -31,6 +31,7 @@ class Task(Record):
     budget: Money
     status: TaskStatus
     bid_id: str | None = None
+    agent_id: str | None = None
     execution_id: str | None = None
     result: str | None = None
     error_type: ErrorType | None = None

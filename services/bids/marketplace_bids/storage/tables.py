@@ -60,6 +60,8 @@ class TaskRow(Base):
     budget_nanos: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(STATUS_LEN))
     bid_id: Mapped[str | None] = mapped_column(String(UUID_LEN), ForeignKey("bids.bid_id"))
+    # The accepted bid's agent (copied: the execution service records it as an owner).
+    agent_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     execution_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     result: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(STATUS_LEN))

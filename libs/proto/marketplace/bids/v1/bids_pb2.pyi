@@ -39,7 +39,7 @@ BID_STATUS_ACCEPTED: BidStatus
 BID_STATUS_REJECTED: BidStatus
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "client_email", "title", "description", "budget", "status", "bid_id", "execution_id", "result", "created_at", "updated_at", "error_type")
+    __slots__ = ("task_id", "client_email", "title", "description", "budget", "status", "bid_id", "execution_id", "result", "created_at", "updated_at", "error_type", "agent_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_EMAIL_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     client_email: str
     title: str
@@ -64,7 +65,8 @@ class Task(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     error_type: _common_pb2.ErrorType
-    def __init__(self, task_id: _Optional[str] = ..., client_email: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., budget: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., bid_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., result: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ...) -> None: ...
+    agent_id: str
+    def __init__(self, task_id: _Optional[str] = ..., client_email: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., budget: _Optional[_Union[_common_pb2.Money, _Mapping]] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., bid_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., result: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[_Union[_common_pb2.ErrorType, str]] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class Bid(_message.Message):
     __slots__ = ("bid_id", "marketplace", "job_id", "agent_id", "amount", "proposal", "status", "created_at", "updated_at")
