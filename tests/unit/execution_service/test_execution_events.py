@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from marketplace_common.auth import Principal, Role
 from marketplace_execution.domain.events import EventBus
 from marketplace_execution.domain.models import (
     AttemptView,
@@ -37,6 +38,7 @@ def execution(status: ExecutionStatus, attempts: int = 0) -> Execution:
 
 
 EID = uuid.uuid4()
+ADMIN = Principal(Role.ADMIN, "ops")
 
 
 class OneRowStore:
@@ -71,7 +73,7 @@ def test_bus_delivers_only_to_subscribers_of_that_execution() -> None:
 
 async def test_watch_of_a_finished_execution_yields_its_state_and_ends() -> None:
     svc = service(OneRowStore(execution(ExecutionStatus.SUCCEEDED, 1)), EventBus())
-    events = [e async for e in svc.watch(EID)]
+    events = [e async for e in svc.watch(ADMIN, EID)]
     assert len(events) == 1
     assert events[0].status_change == (None, ExecutionStatus.SUCCEEDED)
 
@@ -82,7 +84,7 @@ async def test_watch_sees_changes_of_another_replica_by_polling() -> None:
     seen: list[ExecutionEvent] = []
 
     async def consume() -> None:
-        async for event in svc.watch(EID):
+        async for event in svc.watch(ADMIN, EID):
             seen.append(event)
 
     task = asyncio.create_task(consume())
@@ -104,7 +106,7 @@ async def test_watch_relays_in_process_events_without_duplicates() -> None:
     bus = EventBus()
     store = OneRowStore(execution(ExecutionStatus.RUNNING))
     svc = service(store, bus, poll=5.0)
-    stream = svc.watch(EID)
+    stream = svc.watch(ADMIN, EID)
     first = await anext(stream)
     assert first.execution.status is ExecutionStatus.RUNNING
     one = execution(ExecutionStatus.RETRY_SCHEDULED, 1)

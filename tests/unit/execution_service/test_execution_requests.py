@@ -45,11 +45,13 @@ def test_empty_output_schema_means_none() -> None:
     assert submit(output_schema="").output_schema is None
 
 
-def test_fingerprint_ignores_request_id_but_not_the_body() -> None:
+def test_fingerprint_ignores_request_id_but_not_the_body_nor_the_caller() -> None:
     task = str(uuid.uuid4())
     a, b = submit(task_id=task), submit(task_id=task)
-    assert a.fingerprint() == b.fingerprint()
-    assert submit(task_id=task, prompt="other").fingerprint() != a.fingerprint()
+    assert a.fingerprint("agent:agent-7") == b.fingerprint("agent:agent-7")
+    other_body = submit(task_id=task, prompt="other").fingerprint("agent:agent-7")
+    assert other_body != a.fingerprint("agent:agent-7")
+    assert a.fingerprint("agent:agent-8") != a.fingerprint("agent:agent-7")
 
 
 def test_complete_needs_a_prompt() -> None:

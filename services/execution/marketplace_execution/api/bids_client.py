@@ -63,6 +63,8 @@ class GrpcBidsGateway:
             title=task.title,
             description=task.description,
             execution_id=task.execution_id,
+            client_email=task.client_email,
+            agent_id=task.agent_id,
         )
 
     async def start_task(self, task_id: uuid.UUID, execution_id: uuid.UUID, event_id: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc.aio
 from marketplace.execution.v1 import execution_pb2, execution_pb2_grpc
-from marketplace_common.auth import Role, require_role
+from marketplace_common.auth import current_principal
 from marketplace_common.client import DEADLINE_MARGIN_SECONDS
 from marketplace_common.errors import (
     AgentError,
@@ -40,8 +40,6 @@ from marketplace_execution.domain.service import ExecutionService
 
 DOMAIN = "execution.marketplace"
 SERVICE_NAME: str = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
-_WORKERS = (Role.AGENT, Role.SERVICE)
-_READERS = (Role.AGENT, Role.SERVICE, Role.CLIENT)
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -55,27 +53,24 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def SubmitExecution(
         self, request: execution_pb2.SubmitExecutionRequest, context: Context
     ) -> execution_pb2.SubmitExecutionResponse:
-        require_role(*_WORKERS)
         names = ("request_id", "task_id", "prompt", "model", "output_schema", "max_attempts")
         submit = parse(SubmitRequest, fields(request, *names))
-        execution = await self._service.submit(submit)
+        execution = await self._service.submit(current_principal(), submit)
         return execution_pb2.SubmitExecutionResponse(execution=execution_pb(execution))
 
     async def GetExecution(
         self, request: execution_pb2.GetExecutionRequest, context: Context
     ) -> execution_pb2.GetExecutionResponse:
-        require_role(*_READERS)
         ref = parse(ExecutionRef, fields(request, "execution_id"))
-        execution = await self._service.get(ref.execution_id)
+        execution = await self._service.get(current_principal(), ref.execution_id)
         return execution_pb2.GetExecutionResponse(execution=execution_pb(execution))
 
     async def ListExecutions(
         self, request: execution_pb2.ListExecutionsRequest, context: Context
     ) -> execution_pb2.ListExecutionsResponse:
-        require_role(*_READERS)
         data = fields(request, "task_id", "page_size", "page_token")
         data["status"] = status_filter(request.status)
-        page = await self._service.list(parse(ListRequest, data))
+        page = await self._service.list(current_principal(), parse(ListRequest, data))
         return execution_pb2.ListExecutionsResponse(
             executions=[execution_pb(e) for e in page.executions],
             next_page_token=page.next_page_token,
@@ -84,26 +79,23 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def WatchExecution(
         self, request: execution_pb2.WatchExecutionRequest, context: Context
     ) -> AsyncIterator[execution_pb2.WatchExecutionResponse]:
-        require_role(*_READERS)
         ref = parse(ExecutionRef, fields(request, "execution_id"))
-        async for event in self._service.watch(ref.execution_id):
+        async for event in self._service.watch(current_principal(), ref.execution_id):
             yield event_pb(event)
 
     async def CancelExecution(
         self, request: execution_pb2.CancelExecutionRequest, context: Context
     ) -> execution_pb2.CancelExecutionResponse:
-        require_role(*_WORKERS)
         ref = parse(ExecutionRef, fields(request, "execution_id"))
-        execution = await self._service.cancel(ref.execution_id)
+        execution = await self._service.cancel(current_principal(), ref.execution_id)
         return execution_pb2.CancelExecutionResponse(execution=execution_pb(execution))
 
     async def Complete(
         self, request: execution_pb2.CompleteRequest, context: Context
     ) -> execution_pb2.CompleteResponse:
-        require_role(*_WORKERS)
         names = ("prompt", "model", "output_schema", "max_attempts")
         complete = parse(CompleteRequest, fields(request, *names))
-        result = await self._service.complete(complete, _time_left(context))
+        result = await self._service.complete(current_principal(), complete, _time_left(context))
         if result.error is not None or result.text is None:
             raise _complete_error(result)
         return execution_pb2.CompleteResponse(

@@ -127,6 +127,10 @@ class Execution:
     lease_owner: str | None = None
     attempts: tuple[AttemptView, ...] = field(default=())
     error_reason: str | None = None
+    # The owners (domain/access.py), recorded at submission; None on older rows.
+    client_email: str | None = None
+    agent_id: str | None = None
+    submitted_by: str | None = None
 
     @property
     def usage(self) -> Usage:
@@ -165,6 +169,9 @@ class NewExecution:
     output_schema: str | None
     max_attempts: int
     created_at: datetime
+    client_email: str | None = None
+    agent_id: str | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,9 @@ class TaskInfo:
     title: str
     description: str
     execution_id: str = ""
+    client_email: str = ""
+    agent_id: str = ""
+    """The agent whose bid was accepted ("" for a task created without a bid)."""
 
 
 @dataclass(frozen=True, slots=True)

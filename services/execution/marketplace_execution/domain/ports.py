@@ -14,6 +14,7 @@ from typing import Protocol
 
 from marketplace_common.errors import AgentError, ErrorType
 
+from marketplace_execution.domain.access import OwnerScope
 from marketplace_execution.domain.models import (
     AttemptView,
     Execution,
@@ -57,8 +58,10 @@ class ExecutionStore(Protocol):
         status: ExecutionStatus | None,
         after: PageCursor | None,
         limit: int,
+        owner: OwnerScope | None = None,
     ) -> Sequence[Execution]:
-        """Up to ``limit`` executions, newest first, strictly after ``after``."""
+        """Up to ``limit`` executions, newest first, strictly after ``after``; with
+        ``owner``, only those whose owner column has that value."""
         ...
 
     async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:

@@ -95,10 +95,19 @@ class SubmitRequest(LLMJob):
     request_id: uuid.UUID
     task_id: uuid.UUID
 
-    def fingerprint(self) -> str:
-        """A digest of everything but request_id, to tell a repeat from a reuse."""
+    def fingerprint(self, actor: str) -> str:
+        """A digest of the caller (``role:subject``) and everything but request_id, to
+        tell a repeat from a reuse: the same request_id from another principal is
+        never a repeat, so it never replays someone else's answer."""
         body = json.dumps(
-            [str(self.task_id), self.prompt, self.model, self.output_schema, self.max_attempts],
+            [
+                actor,
+                str(self.task_id),
+                self.prompt,
+                self.model,
+                self.output_schema,
+                self.max_attempts,
+            ],
             separators=(",", ":"),
         )
         return hashlib.sha256(body.encode()).hexdigest()

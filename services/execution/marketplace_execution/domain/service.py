@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
+from marketplace_common.auth import Principal
 from marketplace_common.errors import UnavailableError
 
+from marketplace_execution.domain import access
 from marketplace_execution.domain.errors import (
     IdempotencyKeyReusedError,
     TaskNotPendingError,
@@ -93,9 +95,16 @@ class ExecutionService:
         that is not going away, instead of holding this one's grace period."""
         self._closing = True
 
-    async def submit(self, request: SubmitRequest) -> Execution:
-        """Checks the task with BidService and stores the execution QUEUED (idempotent)."""
-        fingerprint = request.fingerprint()
+    async def submit(self, principal: Principal, request: SubmitRequest) -> Execution:
+        """Checks the task with BidService and stores the execution QUEUED (idempotent).
+
+        The caller is part of the fingerprint: a request_id first used by another
+        principal is IDEMPOTENCY_KEY_REUSED, never a replay of its answer.
+        Ownership is checked before the task's status, so a stranger learns nothing.
+        """
+        access.require_submitter_role(principal)
+        actor = access.actor_name(principal)
+        fingerprint = request.fingerprint(actor)
         existing = await self._store.find_by_request_id(request.request_id)
         if existing is not None:
             execution, stored = existing
@@ -103,6 +112,7 @@ class ExecutionService:
                 raise IdempotencyKeyReusedError(request.request_id)
             return execution
         task = await self._bids.get_task(request.task_id)
+        access.check_can_submit(principal, task)
         if task.status != "PENDING":
             raise TaskNotPendingError(task.task_id, task.status)
         prompt = request.prompt or storable(f"{task.title}\n\n{task.description}".strip())
@@ -117,6 +127,9 @@ class ExecutionService:
                 output_schema=request.output_schema,
                 max_attempts=request.attempts_budget,
                 created_at=self._now(),
+                client_email=access.normalized_email(task.client_email) or None,
+                agent_id=task.agent_id or None,
+                submitted_by=actor,
             )
         )
         _log.info(
@@ -127,13 +140,18 @@ class ExecutionService:
         self._wake()
         return execution
 
-    async def get(self, execution_id: uuid.UUID) -> Execution:
-        """One execution with its attempts."""
-        return await self._store.get(execution_id)
+    async def get(self, principal: Principal, execution_id: uuid.UUID) -> Execution:
+        """One execution with its attempts (its owners and admin; NOT_FOUND for anyone else)."""
+        execution = await self._store.get(execution_id)
+        access.check_can_see(principal, execution)
+        return execution
 
-    async def list(self, request: ListRequest) -> Page:
-        """A page of executions, newest first (AIP-158 keyset pagination)."""
-        filters = filter_digest(request.task_id, request.status)
+    async def list(self, principal: Principal, request: ListRequest) -> Page:
+        """A page of the caller's executions, newest first (AIP-158 keyset pagination)."""
+        scope = access.list_scope(principal)
+        filters = filter_digest(
+            request.task_id, request.status, None if scope is None else scope.key()
+        )
         after = decode_token(request.page_token, filters)
         rows = list(
             await self._store.list_page(
@@ -141,6 +159,7 @@ class ExecutionService:
                 status=request.status,
                 after=after,
                 limit=request.limit + 1,
+                owner=scope,
             )
         )
         token = ""
@@ -150,12 +169,14 @@ class ExecutionService:
             token = encode_token(PageCursor(last.created_at, last.execution_id), filters)
         return Page(rows, token)
 
-    async def cancel(self, execution_id: uuid.UUID) -> Execution:
+    async def cancel(self, principal: Principal, execution_id: uuid.UUID) -> Execution:
         """Decides CANCELLED, interrupts the run, and waits a little for the task to be failed.
 
         Returns the execution as it is then: CANCELLED, or still active with
-        the cancellation pending when BidService is slow to answer.
+        the cancellation pending when BidService is slow to answer. Owners and
+        admin only (the owners never change, so checking first is race-free).
         """
+        access.check_can_see(principal, await self._store.get(execution_id))
         with self._bus.subscribe(execution_id) as events:
             execution = await self._store.request_cancel(execution_id, self._now())
             _log.info("execution.cancel_requested", execution_id=str(execution_id))
@@ -175,16 +196,19 @@ class ExecutionService:
         except TimeoutError:
             return await self._store.get(execution_id)
 
-    async def watch(self, execution_id: uuid.UUID) -> AsyncIterator[ExecutionEvent]:
+    async def watch(
+        self, principal: Principal, execution_id: uuid.UUID
+    ) -> AsyncIterator[ExecutionEvent]:
         """The current state, then each attempt and status change, until a terminal state.
 
         Events of this process arrive at once; changes made by another replica
         are found by polling every ``watch_poll_seconds``. When the server stops
         (``close_watches``), the stream ends within that interval with
-        UNAVAILABLE, so the client watches again elsewhere.
+        UNAVAILABLE, so the client watches again elsewhere. Owners and admin only.
         """
         with self._bus.subscribe(execution_id) as events:
             current = await self._store.get(execution_id)
+            access.check_can_see(principal, current)
             yield ExecutionEvent(current, status_change=(None, current.status))
             seen_status, seen_attempts = current.status, len(current.attempts)
             while not seen_status.terminal:
@@ -208,13 +232,17 @@ class ExecutionService:
                         )
                         seen_status = event.execution.status
 
-    async def complete(self, request: CompleteRequest, time_left: float | None = None) -> JobResult:
+    async def complete(
+        self, principal: Principal, request: CompleteRequest, time_left: float | None = None
+    ) -> JobResult:
         """Runs the attempt loop now and returns its result (errors are in ``error``).
 
         ``time_left`` is how long the caller still waits: the loop never plans
         past it, so a server-directed delay longer than that fails at once
         (TRANSIENT, with the delay for RetryInfo) instead of outliving the call.
+        Agents, services and admin only.
         """
+        access.require_complete_role(principal)
         spec = JobSpec(
             prompt=request.prompt,
             model=request.model or self._config.default_model,

@@ -59,6 +59,9 @@ def execution_view(row: ExecutionRow, attempts: Sequence[AttemptRow] = ()) -> Ex
         cancel_requested=row.cancel_requested,
         lease_owner=row.lease_owner,
         attempts=tuple(attempt_view(a) for a in attempts),
+        client_email=row.client_email,
+        agent_id=row.agent_id,
+        submitted_by=row.submitted_by,
     )
 
 
@@ -77,6 +80,9 @@ def new_row(new: NewExecution) -> ExecutionRow:
         lease_expires_at=new.created_at,
         created_at=new.created_at,
         updated_at=new.created_at,
+        client_email=new.client_email,
+        agent_id=new.agent_id,
+        submitted_by=new.submitted_by,
     )
 
 

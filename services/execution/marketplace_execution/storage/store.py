@@ -22,12 +22,13 @@ from typing import Any
 
 from marketplace_common.db import run_transaction
 from marketplace_common.errors import ErrorType
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from marketplace_execution.domain.access import OwnerScope
 from marketplace_execution.domain.errors import (
     ExecutionAlreadyActiveError,
     ExecutionNotActiveError,
@@ -79,6 +80,40 @@ async def _with_attempts(session: AsyncSession, row: Any) -> Execution:
     return execution_view(row, attempts)
 
 
+def list_statement(
+    task_id: uuid.UUID | None,
+    status: ExecutionStatus | None,
+    after: PageCursor | None,
+    limit: int,
+    owner: OwnerScope | None = None,
+) -> Select[Any]:
+    """ListExecutions' query: newest first, keyset after ``after``, filtered in SQL.
+
+    ``owner`` is one equality on one owner column, served by its
+    ``(column, created_at, execution_id)`` index.
+    """
+    query = select(E).order_by(E.created_at.desc(), E.execution_id.desc()).limit(limit)
+    if owner is not None:
+        if owner.client_email is not None:
+            query = query.where(E.client_email == owner.client_email)
+        elif owner.agent_id is not None:
+            query = query.where(E.agent_id == owner.agent_id)
+        else:
+            query = query.where(E.submitted_by == owner.submitted_by)
+    if task_id is not None:
+        query = query.where(E.task_id == task_id)
+    if status is not None:
+        query = query.where(E.status == status.value)
+    if after is not None:
+        query = query.where(
+            or_(
+                E.created_at < after.created_at,
+                and_(E.created_at == after.created_at, E.execution_id < after.execution_id),
+            )
+        )
+    return query
+
+
 class SqlExecutionStore:
     """ExecutionStore on one engine's sessionmaker."""
 
@@ -108,19 +143,9 @@ class SqlExecutionStore:
         status: ExecutionStatus | None,
         after: PageCursor | None,
         limit: int,
+        owner: OwnerScope | None = None,
     ) -> Sequence[Execution]:
-        query = select(E).order_by(E.created_at.desc(), E.execution_id.desc()).limit(limit)
-        if task_id is not None:
-            query = query.where(E.task_id == task_id)
-        if status is not None:
-            query = query.where(E.status == status.value)
-        if after is not None:
-            query = query.where(
-                or_(
-                    E.created_at < after.created_at,
-                    and_(E.created_at == after.created_at, E.execution_id < after.execution_id),
-                )
-            )
+        query = list_statement(task_id, status, after, limit, owner)
 
         async def fn(session: AsyncSession) -> list[Execution]:
             rows = list(await session.scalars(query))

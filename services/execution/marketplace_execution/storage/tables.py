@@ -75,6 +75,11 @@ class ExecutionRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # The owners (domain/access.py), recorded at submission from BidService's task;
+    # NULL on rows stored before they were (only admin sees those).
+    client_email: Mapped[str | None] = mapped_column(String(320))
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    submitted_by: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint(_in("status", STATUS_VALUES), name="status"),
@@ -90,6 +95,10 @@ class ExecutionRow(Base):
         Index("ix_executions_created", "created_at", "execution_id"),
         Index("ix_executions_task_created", "task_id", "created_at", "execution_id"),
         Index("ix_executions_status_created", "status", "created_at", "execution_id"),
+        # "List my executions": one index per owner column.
+        Index("ix_executions_client_created", "client_email", "created_at", "execution_id"),
+        Index("ix_executions_agent_created", "agent_id", "created_at", "execution_id"),
+        Index("ix_executions_submitter_created", "submitted_by", "created_at", "execution_id"),
         # Claiming: active rows whose lease expired, oldest first.
         Index(
             "ix_executions_claim",
