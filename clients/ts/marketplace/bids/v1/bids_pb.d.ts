@@ -101,6 +101,14 @@ export declare type Task = Message<"marketplace.bids.v1.Task"> & {
    * @generated from field: marketplace.common.v1.ErrorType error_type = 12;
    */
   errorType: ErrorType;
+
+  /**
+   * The agent whose bid was accepted (the one who does the work); empty when
+   * the task was created directly.
+   *
+   * @generated from field: string agent_id = 13;
+   */
+  agentId: string;
 };
 
 /**
