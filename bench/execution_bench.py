@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
-from marketplace_common.retry import RetryPolicy, backoff_delay
+from marketplace_common.retrying import RetryPolicy, backoff_delay
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
 from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.output_validation import compile_schema, validate_output

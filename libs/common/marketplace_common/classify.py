@@ -12,7 +12,7 @@ Decisions worth knowing:
 
 * ``asyncio.CancelledError`` (and any other ``BaseException`` that is not an
   ``Exception``) is PERMANENT: the caller gave up, so retrying is wrong, and it
-  is not a bug, so not FATAL. ``retry_async`` never catches it anyway.
+  is not a bug, so not FATAL. ``retrying.retry_call`` never catches it anyway.
 * A raw ``jsonschema.ValidationError`` or ``json.JSONDecodeError`` is
   PERMANENT, not LLM_FIXABLE: the type alone cannot tell model output from a
   bad request or a broken config file. The execution service wraps failures of

@@ -29,7 +29,6 @@ and the ``*_RETRY_AFTER`` constants) is still importable from here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +50,7 @@ from marketplace_common.db_errors import (
 from marketplace_common.db_errors import UNAVAILABLE_RETRY_AFTER as UNAVAILABLE_RETRY_AFTER
 from marketplace_common.db_postgres import postgres_engine
 from marketplace_common.db_sqlite import WRITE_OPTION, sqlite_engine, write_gate
+from marketplace_common.retrying import Backoff, WaitPlan, retry_call
 
 __all__ = [
     "WRITE_OPTION",
@@ -229,29 +229,30 @@ async def run_transaction(
     so only the caller, with its idempotency key, may repeat the call.
     :class:`AgentError` raised by ``fn`` and any other exception pass through.
     """
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
-    jitter = rng
-    for attempt in range(1, attempts + 1):
-        try:
-            async with _transaction(sessionmaker, write=write) as session:
-                return await fn(session)
-        except Exception as exc:
-            kind = classify_db_error(exc)
-            if kind in RETRYABLE_KINDS and attempt < attempts:
-                jitter = jitter or random.Random()  # only a retry needs one
-                delay = jitter.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
-                _log.info(
-                    "db.transaction_retry",
-                    attempt=attempt,
-                    kind=kind.value,
-                    sqlstate=find_sqlstate(exc),
-                    delay=round(delay, 4),
-                )
-                await asyncio.sleep(delay)
-                continue
-            translated = to_agent_error(exc, kind)
-            if translated is None:
-                raise
-            raise translated from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    async def attempt() -> T:
+        async with _transaction(sessionmaker, write=write) as session:
+            return await fn(session)
+
+    def log_retry(plan: WaitPlan) -> None:
+        _log.info(
+            "db.transaction_retry",
+            attempt=plan.attempt,
+            kind=classify_db_error(plan.error).value,
+            sqlstate=find_sqlstate(plan.error),
+            delay=round(plan.delay, 4),
+        )
+
+    try:
+        return await retry_call(
+            attempt,
+            retry_on=lambda exc: classify_db_error(exc) in RETRYABLE_KINDS,
+            wait=Backoff(base_delay, max_delay, rng or random.Random()),
+            attempts=attempts,
+            before_wait=log_retry,
+        )
+    except Exception as exc:
+        translated = to_agent_error(exc, classify_db_error(exc))
+        if translated is None:
+            raise
+        raise translated from exc

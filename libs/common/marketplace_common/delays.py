@@ -1,7 +1,7 @@
 """Server-directed retry delays: how long the failed call's server asked us to wait.
 
-``retry.compute_delay`` lets such a delay win over backoff; ``classify.as_agent_error``
-keeps it as ``retry_after``. Lives apart from both so neither imports the other.
+``classify.as_agent_error`` keeps such a delay as ``AgentError.retry_after``, where
+``retrying.Backoff`` lets it win over backoff.
 """
 
 from __future__ import annotations

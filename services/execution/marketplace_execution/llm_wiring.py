@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from marketplace_common.retry import RetryPolicy
+from marketplace_common.retrying import RetryPolicy
 from prometheus_client import CollectorRegistry
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 from marketplace_common.errors import ErrorType
-from marketplace_common.retry import DelaySource, RetryPolicy
+from marketplace_common.retrying import DelaySource, RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.llm.base import LLMRequest

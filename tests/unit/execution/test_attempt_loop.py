@@ -19,7 +19,7 @@ from marketplace_common.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from marketplace_common.retry import DelaySource, RetryPolicy, SystemClock
+from marketplace_common.retrying import DelaySource, RetryPolicy, SystemClock
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
 from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.pacing import Pacer, PacingConfig

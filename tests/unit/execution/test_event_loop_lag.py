@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from marketplace_common.retry import RetryPolicy
+from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMRequest

@@ -19,7 +19,7 @@ Each attempt is one ``LLMAttempt``: the shared ``AttemptRecord``, the pacing
 wait before the call, and whether another attempt follows. It is logged once
 (``llm.attempt``), counted in ``llm_attempts_total`` and handed to
 ``on_attempt``, which is awaited before the next attempt starts so a caller
-can store it durably first. As in ``retry_async``, a record's ``delay`` and
+can store it durably first. A record's ``delay`` and
 ``delay_source`` are the wait *after* it, before the next attempt: BACKOFF
 or SERVER_RETRY_AFTER for a retry, PACING (the pacer's pause) for a re-ask,
 0 and NONE when nothing follows. The pacing wait the call itself had is
@@ -49,7 +49,7 @@ from marketplace_common.errors import (
     LLMOutputInvalidError,
 )
 from marketplace_common.logging import get_logger
-from marketplace_common.retry import (
+from marketplace_common.retrying import (
     AttemptRecord,
     Clock,
     DelaySource,
@@ -302,7 +302,7 @@ class AttemptRunner:
         run.transient_failures += 1
         if run.transient_failures >= policy.max_attempts:
             return _Next(0.0, DelaySource.NONE, stop=error)
-        delay, source = compute_delay(exc, run.transient_failures, policy, self._rng)
+        delay, source = compute_delay(error, run.transient_failures, policy, self._rng)
         time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
         if not delay_allowed(delay, policy, time_left):
             # docs/errors.md: a delay past the cap or the deadline is not waited

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from marketplace_common.retry import Clock, SystemClock
+from marketplace_common.retrying import Clock, SystemClock
 
 _WINDOW_SECONDS = 60.0
 

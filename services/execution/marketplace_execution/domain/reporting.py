@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 import structlog
 from marketplace_common.classify import as_agent_error
 from marketplace_common.errors import AgentError, ErrorType
-from marketplace_common.retry import RetryPolicy, compute_delay
+from marketplace_common.retrying import Backoff, WaitPlan, retry_call
 
 _log = structlog.get_logger(__name__)
 
@@ -30,10 +29,6 @@ class ReportPolicy:
     base_delay: float = 0.2
     max_delay: float = 5.0
 
-    def as_retry_policy(self) -> RetryPolicy:
-        """The kit's policy with this backoff (no attempt or time limit of its own)."""
-        return RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay, deadline=None)
-
 
 async def call_until_landed(
     fn: Callable[[], Awaitable[None]],
@@ -45,37 +40,38 @@ async def call_until_landed(
 ) -> AgentError | None:
     """Runs ``fn`` until it succeeds (None) or fails for good (the error, not raised).
 
-    TRANSIENT errors are retried with full-jitter backoff, or the server's delay.
+    TRANSIENT errors are retried with full-jitter backoff, or the server's delay
+    capped by ``policy.max_delay``.
     """
-    jitter = rng or random.Random()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await fn()
-        except Exception as exc:
-            err = as_agent_error(exc)
-            if err.error_type is not ErrorType.TRANSIENT:
-                _log.warning(
-                    "execution.bids_call_rejected",
-                    call=what,
-                    execution_id=str(execution_id),
-                    reason=err.reason,
-                    error_type=err.error_type.value,
-                    message=err.message,
-                )
-                return err
-            # The server's delay (RetryInfo) wins over backoff, capped by our own maximum.
-            delay, _ = compute_delay(err, attempt, policy.as_retry_policy(), jitter)
-            delay = min(policy.max_delay, delay)
-            _log.info(
-                "execution.bids_call_retry",
-                call=what,
-                execution_id=str(execution_id),
-                attempt=attempt,
-                reason=err.reason,
-                delay=round(delay, 3),
-            )
-            await asyncio.sleep(delay)
-        else:
-            return None
+
+    def log_retry(plan: WaitPlan) -> None:
+        _log.info(
+            "execution.bids_call_retry",
+            call=what,
+            execution_id=str(execution_id),
+            attempt=plan.attempt,
+            reason=as_agent_error(plan.error).reason,
+            delay=round(plan.delay, 3),
+        )
+
+    try:
+        await retry_call(
+            fn,
+            retry_on=lambda exc: as_agent_error(exc).error_type is ErrorType.TRANSIENT,
+            wait=Backoff(
+                policy.base_delay, policy.max_delay, rng or random.Random(), cap_directed=True
+            ),
+            before_wait=log_retry,
+        )
+    except Exception as exc:
+        err = as_agent_error(exc)
+        _log.warning(
+            "execution.bids_call_rejected",
+            call=what,
+            execution_id=str(execution_id),
+            reason=err.reason,
+            error_type=err.error_type.value,
+            message=err.message,
+        )
+        return err
+    return None

@@ -21,9 +21,7 @@ made before (it re-reads the execution).
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from typing import TypeVar
 
 import structlog
 from marketplace_common.errors import AgentError, ErrorType
-from marketplace_common.retry import RetryPolicy, backoff_delay
+from marketplace_common.retrying import Backoff, Clock, WaitPlan, retry_call
 
 from marketplace_execution.domain.errors import LeaseLostError
 
@@ -49,9 +47,14 @@ class StoreRetryPolicy:
     budget_seconds: float = 30.0
     """How long to keep trying; the server sets it to ``lease_seconds``."""
 
-    def as_retry_policy(self) -> RetryPolicy:
-        """The kit's policy with this backoff (the budget is enforced by ``until_stored``)."""
-        return RetryPolicy(base_delay=self.base_delay, max_delay=self.max_delay, deadline=None)
+
+def _outage(exc: BaseException) -> bool:
+    # A fence that failed (LeaseLostError) is an answer, not an outage.
+    return (
+        isinstance(exc, AgentError)
+        and not isinstance(exc, LeaseLostError)
+        and exc.error_type is ErrorType.TRANSIENT
+    )
 
 
 async def until_stored(
@@ -61,30 +64,28 @@ async def until_stored(
     execution_id: uuid.UUID,
     policy: StoreRetryPolicy,
     rng: random.Random | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> T:
-    """``await fn()``, retried on TRANSIENT AgentErrors within the policy's budget."""
-    jitter: random.Random | None = rng
-    started = monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await fn()
-        except AgentError as exc:
-            if isinstance(exc, LeaseLostError) or exc.error_type is not ErrorType.TRANSIENT:
-                raise  # a fence that failed is an answer, not an outage
-            left = policy.budget_seconds - (monotonic() - started)
-            if left <= 0:
-                raise
-            jitter = jitter or random.Random()
-            delay = min(left, backoff_delay(attempt, policy.as_retry_policy(), jitter))
-            _log.info(
-                "execution.store_retry",
-                call=what,
-                execution_id=str(execution_id),
-                attempt=attempt,
-                reason=exc.reason,
-                delay=round(delay, 3),
-            )
-            await asyncio.sleep(delay)
+    """``await fn()``, retried on TRANSIENT AgentErrors within the policy's budget.
+
+    A wait that would not end within the budget is not started: the last error is raised.
+    """
+
+    def log_retry(plan: WaitPlan) -> None:
+        _log.info(
+            "execution.store_retry",
+            call=what,
+            execution_id=str(execution_id),
+            attempt=plan.attempt,
+            reason=getattr(plan.error, "reason", None),
+            delay=round(plan.delay, 3),
+        )
+
+    return await retry_call(
+        fn,
+        retry_on=_outage,
+        wait=Backoff(policy.base_delay, policy.max_delay, rng or random.Random()),
+        deadline=policy.budget_seconds,
+        clock=clock,
+        before_wait=log_retry,
+    )
