@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from marketplace_common.errors import DeadlineExceededError
-from marketplace_common.retry import Clock, SystemClock
+from marketplace_common.retrying import Clock, SystemClock
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import collections
 from dataclasses import dataclass
 
 from marketplace_common.errors import TransientError
-from marketplace_common.retry import Clock, SystemClock
+from marketplace_common.retrying import Clock, SystemClock
 
 
 @dataclass(frozen=True, slots=True)
