@@ -13,10 +13,14 @@ Create a token and its entry with::
 
     python -m marketplace_common.auth new-token --role service --subject execution
 
-Protected mode (as in Redis): a server bound to a non-loopback address with no
-token configured refuses to start (:func:`check_bind_allowed`). On a loopback
-address with no token configured, authentication is off and every caller is
-``Principal(Role.ADMIN, "local-dev")``: the zero-configuration development mode.
+With mutual TLS a verified client certificate may stand for a principal too
+(``auth_cert``, ``<PREFIX>_AUTH_CERT_PRINCIPALS``).
+
+Protected mode (as in Redis): a server bound to a non-loopback address with
+neither tokens nor certificate principals configured refuses to start
+(:func:`check_bind_allowed`). On a loopback address with neither configured,
+authentication is off and every caller is ``Principal(Role.ADMIN, "local-dev")``:
+the zero-configuration development mode.
 
 Health (``grpc.health.v1.Health``) and reflection are always open.
 """
@@ -107,15 +111,20 @@ def parse_token_entry(entry: str) -> TokenEntry:
     digest = hashed.removeprefix(HASH_PREFIX).lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise AuthConfigError("auth token entry: the hash must be 64 hex digits")
-    role_name, sep, subject = who.partition(":")
+    return TokenEntry(digest, parse_principal(who, what="auth token entry"))
+
+
+def parse_principal(text: str, *, what: str = "principal") -> Principal:
+    """Parse ``<role>:<subject>``; AuthConfigError (starting with ``what``) when malformed."""
+    role_name, sep, subject = text.partition(":")
     try:
         role = Role(role_name.strip().lower())
     except ValueError:
         roles = ", ".join(r.value for r in Role)
-        raise AuthConfigError(f"auth token entry: unknown role (one of {roles})") from None
+        raise AuthConfigError(f"{what}: unknown role (one of {roles})") from None
     if not sep or not subject.strip():
-        raise AuthConfigError("auth token entry: the subject after <role>: is empty")
-    return TokenEntry(digest, Principal(role, subject.strip()))
+        raise AuthConfigError(f"{what}: the subject after <role>: is empty")
+    return Principal(role, subject.strip())
 
 
 class TokenAuthenticator:
@@ -198,13 +207,19 @@ def is_loopback_host(host: str) -> bool:
 
 
 def check_bind_allowed(
-    host: str, authenticator: TokenAuthenticator, *, tokens_setting: str = "<PREFIX>_AUTH_TOKENS"
+    host: str,
+    authenticator: TokenAuthenticator,
+    *,
+    tokens_setting: str = "<PREFIX>_AUTH_TOKENS",
+    certificate_auth: bool = False,
 ) -> None:
     """Protected mode: refuse a non-loopback bind when no token is configured.
 
-    ``tokens_setting`` names the environment variable in the refusal message.
+    ``certificate_auth`` (client certificates mapped to principals, see
+    ``auth_cert``) counts as authentication too. ``tokens_setting`` names the
+    environment variable in the refusal message.
     """
-    if authenticator.enabled or is_loopback_host(host):
+    if authenticator.enabled or certificate_auth or is_loopback_host(host):
         return
     raise AuthConfigError(
         f"refusing to listen on {host!r} without authentication (protected mode): "

@@ -10,13 +10,26 @@ Every call through the channel carries ``authorization: Bearer <token>``
 (when a token is given) and, inside a server RPC, that RPC's
 ``x-request-id``; its timeout is clamped to what is left of the current
 RPC's deadline, so a caller's deadline flows downstream.
+
+TLS: ``ClientTls.from_files(ca, cert, key)`` (the CA that signed the server's
+certificate; a client certificate and key for mutual TLS) passed as ``tls=``.
+
+Load balancing: the channel's policy is ``round_robin`` by default. With a
+``dns:///bids-headless:50051`` target (a Kubernetes headless Service, every
+pod an address) each call goes to the next ready address; a plain
+``host:port`` that resolves to one address behaves as before. The DNS
+resolver looks again when a connection closes, so servers with a maximum
+connection age (``<PREFIX>_MAX_CONNECTION_AGE_SECONDS``) let clients find new
+replicas.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import grpc.aio
@@ -28,18 +41,81 @@ DEADLINE_MARGIN_SECONDS = 0.05
 _MIN_TIMEOUT = 0.001
 
 
+LoadBalancing = Literal["round_robin", "pick_first"]
+
+
+class TlsConfigError(ValueError):
+    """A TLS file named by a setting is missing, unreadable or not PEM."""
+
+
+def read_pem(path: Path, setting: str) -> bytes:
+    """The bytes of a PEM file; TlsConfigError naming ``setting`` when it is not one."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TlsConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise TlsConfigError(f"{setting}: {path} is not a PEM file")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """What a TLS channel needs: the roots that verify the server (None: the
+    system's), and for mutual TLS the client's certificate chain and key."""
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise TlsConfigError("a client certificate and its key go together")
+
+    @classmethod
+    def from_files(
+        cls,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        *,
+        setting_prefix: str = "",
+    ) -> ClientTls:
+        """Read the PEM files; errors name ``<setting_prefix>TLS_CA_FILE`` and so on."""
+
+        def read(path: Path | None, name: str) -> bytes | None:
+            return None if path is None else read_pem(path, f"{setting_prefix}{name}")
+
+        return cls(
+            root_certificates=read(ca_file, "TLS_CA_FILE"),
+            certificate_chain=read(cert_file, "TLS_CERT_FILE"),
+            private_key=read(key_file, "TLS_KEY_FILE"),
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+
 def retry_service_config(
     *,
     max_attempts: int = 4,
     initial_backoff: float = 0.1,
     max_backoff: float = 2.0,
     backoff_multiplier: float = 2.0,
+    load_balancing: LoadBalancing = "round_robin",
 ) -> str:
-    """gRPC service config JSON: retry UNAVAILABLE on every method, with throttling.
+    """gRPC service config JSON: retry UNAVAILABLE on every method, with throttling,
+    and the load balancing policy.
 
     gRPC honours ``grpc-retry-pushback-ms`` from the server on top of this.
     """
     config = {
+        "loadBalancingConfig": [{load_balancing: {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -63,8 +139,9 @@ def channel_options(
     keepalive_time_seconds: float = 30.0,
     keepalive_timeout_seconds: float = 10.0,
     max_attempts: int = 4,
+    load_balancing: LoadBalancing = "round_robin",
 ) -> list[tuple[str, Any]]:
-    """Default channel arguments: keepalive, message sizes, retry service config.
+    """Default channel arguments: keepalive, message sizes, retries and load balancing.
 
     The keepalive interval stays above the server's minimum client ping
     interval (10 s by default) so the server never answers too_many_pings.
@@ -77,7 +154,10 @@ def channel_options(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", retry_service_config(max_attempts=max_attempts)),
+        (
+            "grpc.service_config",
+            retry_service_config(max_attempts=max_attempts, load_balancing=load_balancing),
+        ),
     ]
 
 
@@ -183,37 +263,46 @@ def create_channel(
     target: str,
     *,
     token: str | None = None,
-    tls: bool = False,
+    tls: bool | ClientTls = False,
     root_certificates: bytes | None = None,
     client_cert: bytes | None = None,
     client_key: bytes | None = None,
+    server_name: str | None = None,
+    load_balancing: LoadBalancing = "round_robin",
     default_timeout: float | None = None,
     options: Sequence[tuple[str, Any]] | None = None,
     interceptors: Sequence[Any] = (),
 ) -> grpc.aio.Channel:
-    """A grpc.aio channel to ``target`` (``host:port``) with the project's defaults.
+    """A grpc.aio channel to ``target`` with the project's defaults.
 
     Args:
+        target: ``host:port``, or any gRPC name such as ``dns:///host:port``
+            (every address the name resolves to) or ``ipv4:a:p,b:q``.
         token: raw bearer token sent on every call.
-        tls: use TLS (implied by ``root_certificates`` or a client certificate);
-            ``root_certificates`` None means the system roots.
-        client_cert, client_key: PEM client certificate and key for mTLS.
+        tls: True, or a ClientTls, for TLS (implied by ``root_certificates``
+            or a client certificate); no roots means the system's.
+        root_certificates, client_cert, client_key: PEM bytes, instead of a ClientTls.
+        server_name: the name the server's certificate must carry, when it is
+            not the target's host (``grpc.ssl_target_name_override``).
+        load_balancing: ``round_robin`` (calls spread over every resolved
+            address) or ``pick_first``.
         default_timeout: timeout for calls made without one (None: no deadline,
             e.g. for long server streams); always clamped to the current
             server RPC's remaining deadline.
         options: channel arguments replacing the defaults of the same name.
         interceptors: extra client interceptors, run after the built-in one.
     """
-    merged = dict(channel_options())
+    merged = dict(channel_options(load_balancing=load_balancing))
+    if server_name:
+        merged["grpc.ssl_target_name_override"] = server_name
     merged.update(dict(options or ()))
     chain = [OutgoingCallInterceptor(token, default_timeout), *interceptors]
+    if isinstance(tls, ClientTls):
+        settings = tls
+    else:
+        settings = ClientTls(root_certificates, client_cert, client_key)
     if tls or root_certificates is not None or client_cert is not None:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=root_certificates,
-            private_key=client_key,
-            certificate_chain=client_cert,
-        )
         return grpc.aio.secure_channel(
-            target, credentials, options=list(merged.items()), interceptors=chain
+            target, settings.credentials(), options=list(merged.items()), interceptors=chain
         )
     return grpc.aio.insecure_channel(target, options=list(merged.items()), interceptors=chain)

@@ -9,7 +9,7 @@ installs them outermost first::
     MetricsInterceptor       grpc_server_started/handled_total, handling_seconds
     AccessLogInterceptor     one canonical line per RPC
     ErrorMappingInterceptor  AgentError -> status with details; anything else -> INTERNAL
-    AuthInterceptor          bearer token -> Principal (current_principal())
+    AuthInterceptor          bearer token or client certificate -> Principal
 
 so the outer scopes see the final status code, including the ones the error
 mapping and auth produce.
@@ -39,8 +39,15 @@ from marketplace_common.auth import (
     reset_current_principal,
     set_current_principal,
 )
+from marketplace_common.auth_cert import CertificatePrincipals
 from marketplace_common.classify import as_agent_error
-from marketplace_common.errors import AgentError, ErrorType, FieldViolation, InvalidArgumentError
+from marketplace_common.errors import (
+    AgentError,
+    ErrorType,
+    FieldViolation,
+    InvalidArgumentError,
+    UnauthenticatedError,
+)
 from marketplace_common.logging import get_logger
 from marketplace_common.metrics import GrpcServerMetrics
 from marketplace_common.rpc_context import (
@@ -316,22 +323,49 @@ def _undecodable(request: UndecodableRequest) -> InvalidArgumentError:
 class AuthInterceptor(ScopedInterceptor):
     """Authenticates every RPC and binds its principal (``auth.current_principal``).
 
-    Health and reflection stay open (a valid token there still names the
-    caller). With no token configured, every caller is the local development
-    principal; the server only allows that on loopback.
+    A bearer token, when the call carries one, decides; without one, a
+    verified client certificate mapped to a principal (``auth_cert``) does.
+    Health and reflection stay open (valid credentials there still name the
+    caller). With neither tokens nor certificate principals configured, every
+    caller is the local development principal; the server only allows that on
+    loopback.
     """
 
-    def __init__(self, authenticator: TokenAuthenticator) -> None:
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        certificates: CertificatePrincipals | None = None,
+    ) -> None:
         self.authenticator = authenticator
+        self.certificates = certificates or CertificatePrincipals()
+
+    @property
+    def enabled(self) -> bool:
+        """True when some credential is configured (else: local development)."""
+        return self.authenticator.enabled or self.certificates.enabled
 
     def _principal(self, method: str, context: Context) -> Principal | None:
-        if not self.authenticator.enabled:
+        if not self.enabled:
             return LOCAL_DEV_PRINCIPAL
         metadata = [(k, v) for k, v in context.invocation_metadata() or ()]
+        token = bearer_token(metadata)
+        if token is not None:
+            found = self.authenticator.authenticate_token(token)
+            if found is None and not is_open_method(method):
+                raise UnauthenticatedError("invalid bearer token")
+            return found
+        if self.certificates.enabled:
+            found = self.certificates.authenticate(context.auth_context() or {})
+            if found is not None:
+                return found
         if is_open_method(method):
-            token = bearer_token(metadata)
-            return None if token is None else self.authenticator.authenticate_token(token)
-        return self.authenticator.authenticate_metadata(metadata)
+            return None
+        if self.certificates.enabled:
+            raise UnauthenticatedError(
+                "missing credentials (authorization: Bearer <token>, or a client "
+                "certificate mapped to a principal)"
+            )
+        raise UnauthenticatedError("missing bearer token (authorization: Bearer <token>)")
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
@@ -353,6 +387,7 @@ def default_interceptors(
     authenticator: TokenAuthenticator,
     metrics: GrpcServerMetrics,
     logger: Any = None,
+    certificates: CertificatePrincipals | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     """The server's interceptor chain, outermost first."""
     return [
@@ -360,5 +395,5 @@ def default_interceptors(
         MetricsInterceptor(metrics),
         AccessLogInterceptor(logger),
         ErrorMappingInterceptor(domain, logger),
-        AuthInterceptor(authenticator),
+        AuthInterceptor(authenticator, certificates),
     ]

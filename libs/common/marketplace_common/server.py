@@ -38,6 +38,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from marketplace_common.auth import TokenAuthenticator, check_bind_allowed
+from marketplace_common.auth_cert import CertificatePrincipals
+from marketplace_common.client import read_pem
 from marketplace_common.interceptors import default_interceptors
 from marketplace_common.logging import get_logger
 from marketplace_common.metrics import GrpcServerMetrics, MetricsHttpServer, start_metrics_server
@@ -90,6 +92,10 @@ class HealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
                 del self._watcher_count_by_service[service]
 
 
+def _env_prefix(settings: ServiceSettings) -> str:
+    return str(settings.model_config.get("env_prefix", "")).upper()
+
+
 def _address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]:{port}"
@@ -97,8 +103,9 @@ def _address(host: str, port: int) -> str:
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
-    """Channel arguments of the server: message sizes, keepalive, no port sharing."""
-    return [
+    """Channel arguments of the server: message sizes, keepalive, no port sharing,
+    and the optional maximum connection age."""
+    options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.keepalive_time_ms", round(settings.keepalive_time_seconds * 1000)),
@@ -112,15 +119,32 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
         # Never share a port silently with another process (SO_REUSEPORT).
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_seconds is not None:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                round(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
 
 
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
-    """TLS credentials from the settings' files (mTLS with a client CA), or None."""
+    """TLS credentials from the settings' files (mTLS with a client CA), or None.
+
+    Raises TlsConfigError (naming the setting) for a missing or non-PEM file.
+    """
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
-    key = settings.tls_key_file.read_bytes()
-    cert = settings.tls_cert_file.read_bytes()
-    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    prefix = _env_prefix(settings)
+    key = read_pem(settings.tls_key_file, f"{prefix}TLS_KEY_FILE")
+    cert = read_pem(settings.tls_cert_file, f"{prefix}TLS_CERT_FILE")
+    client_ca = (
+        read_pem(settings.tls_client_ca_file, f"{prefix}TLS_CLIENT_CA_FILE")
+        if settings.tls_client_ca_file
+        else None
+    )
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -318,11 +342,19 @@ def create_grpc_server(
         AuthConfigError: protected mode, a non-loopback bind without tokens.
     """
     auth = authenticator if authenticator is not None else TokenAuthenticator(settings.auth_tokens)
-    prefix = str(settings.model_config.get("env_prefix", "")).upper()
-    check_bind_allowed(settings.grpc_host, auth, tokens_setting=f"{prefix}AUTH_TOKENS")
+    certificates = CertificatePrincipals(settings.auth_cert_principals)
+    prefix = _env_prefix(settings)
+    check_bind_allowed(
+        settings.grpc_host,
+        auth,
+        tokens_setting=f"{prefix}AUTH_TOKENS",
+        certificate_auth=certificates.enabled,
+    )
     server_metrics = metrics if metrics is not None else GrpcServerMetrics()
     chain = [
-        *default_interceptors(domain=domain, authenticator=auth, metrics=server_metrics),
+        *default_interceptors(
+            domain=domain, authenticator=auth, metrics=server_metrics, certificates=certificates
+        ),
         *interceptors,
     ]
     server = grpc.aio.server(
@@ -338,7 +370,7 @@ def create_grpc_server(
     reflection.enable_server_reflection(
         [*names, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME], server
     )
-    if not auth.enabled:
+    if not auth.enabled and not certificates.enabled:
         get_logger("marketplace.server").warning(
             "auth.disabled_local_dev",
             host=settings.grpc_host,

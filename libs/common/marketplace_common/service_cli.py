@@ -6,7 +6,7 @@ Behaviour operators and scripts rely on (docs/design.md, "Running"):
 * ``serve`` refuses to start (exit 2, one plain line on stderr and an error
   log event) on a database that is not migrated, unless ``--migrate`` is
   given; likewise in protected mode (a non-loopback bind without auth
-  tokens) or on invalid settings.
+  tokens), on a missing or non-PEM TLS file, or on invalid settings.
 * ``serve`` runs until SIGTERM/SIGINT, stops gracefully and exits 0.
 * ``health`` asks the service listening on the configured port (or
   ``--target``) over grpc.health.v1: exit 0 only on SERVING, 1 on any other
@@ -30,6 +30,7 @@ from structlog.typing import FilteringBoundLogger
 
 from marketplace_common import runtime
 from marketplace_common.auth import AuthConfigError
+from marketplace_common.client import TlsConfigError
 from marketplace_common.health_probe import local_target, probe
 from marketplace_common.logging import configure_logging, get_logger
 from marketplace_common.migrations import upgrade_async
@@ -121,7 +122,7 @@ class ServiceCli(Generic[S]):
     async def _serve(self, settings: S, *, migrate: bool) -> int:
         if migrate:
             await upgrade_async(settings.database_url, self.migrations_dir)
-        refusals: tuple[type[Exception], ...] = (AuthConfigError, *self.refusals)
+        refusals: tuple[type[Exception], ...] = (AuthConfigError, TlsConfigError, *self.refusals)
         try:
             server, port = await self.create_server(settings)
         except refusals as exc:

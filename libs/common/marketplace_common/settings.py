@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from marketplace_common.auth import parse_token_entry
+from marketplace_common.auth_cert import parse_cert_principal_entry
 
 MIB = 1024 * 1024
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
@@ -64,10 +65,18 @@ class ServiceSettings(BaseSettings):
     """None = auto: JSON when stderr is not a terminal."""
     auth_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Hashed entries ``sha256:<hex>=<role>:<subject>``, comma separated in the environment."""
+    auth_cert_principals: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Entries ``<certificate CN or SAN>=<role>:<subject>``, comma separated: with mTLS,
+    a verified client certificate stands for that principal (``auth_cert``)."""
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     """When set, clients must present a certificate signed by this CA (mTLS)."""
+    max_connection_age_seconds: float | None = Field(default=None, gt=0)
+    """Close client connections after this long (GOAWAY, in-flight calls finish): a
+    client on a ``dns:///`` target then resolves again and finds new replicas."""
+    max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    """How long calls in flight on an aged connection may still run."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     max_message_bytes: int = Field(default=4 * MIB, gt=0)
     keepalive_time_seconds: float = Field(default=60.0, gt=0)
@@ -78,7 +87,7 @@ class ServiceSettings(BaseSettings):
     """Clients pinging more often than this get a GOAWAY (too_many_pings)."""
     max_concurrent_rpcs: int | None = Field(default=None, gt=0)
 
-    @field_validator("auth_tokens", mode="before")
+    @field_validator("auth_tokens", "auth_cert_principals", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -92,6 +101,11 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _parse_tokens(cls, value: list[str]) -> list[str]:
         return [str(parse_token_entry(entry)) for entry in value]
+
+    @field_validator("auth_cert_principals")
+    @classmethod
+    def _parse_cert_principals(cls, value: list[str]) -> list[str]:
+        return [str(parse_cert_principal_entry(entry)) for entry in value]
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -109,6 +123,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        if self.auth_cert_principals and self.tls_client_ca_file is None:
+            raise ValueError(
+                "auth_cert_principals needs tls_client_ca_file (mTLS): "
+                "without it no client certificate is asked for, nor verified"
+            )
         return self
 
     @property

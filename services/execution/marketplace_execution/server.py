@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marketplace.execution.v1 import execution_pb2_grpc
-from marketplace_common.client import create_channel
+from marketplace_common.client import ClientTls, create_channel
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.metrics import GrpcServerMetrics
 from marketplace_common.migrations import is_up_to_date
@@ -81,9 +81,11 @@ async def create_server(
 
     ``job_runner`` replaces the attempt loop built from the settings (tests).
     Raises ProviderNotChosenError (a ValueError) on a non-loopback bind without
-    an explicit EXECUTION_LLM_PROVIDER, before anything is opened.
+    an explicit EXECUTION_LLM_PROVIDER, and TlsConfigError (a ValueError) for
+    an unreadable EXECUTION_BIDS_TLS_* file, before anything is opened.
     """
     check_llm_provider_chosen(settings)
+    bids_tls = bids_client_tls(settings)
     engine = create_engine(settings.database_url, pool_size=settings.effective_db_pool_size)
     if require_migrated and not await is_up_to_date(engine, MIGRATIONS_DIR):
         await engine.dispose()
@@ -93,7 +95,13 @@ async def create_server(
         )
     store = _store(engine)
     token = settings.bids_token.get_secret_value() if settings.bids_token else None
-    channel = create_channel(settings.bids_target, token=token)
+    channel = create_channel(
+        settings.bids_target,
+        token=token,
+        tls=bids_tls or False,
+        server_name=settings.bids_tls_server_name,
+        load_balancing=settings.bids_load_balancing,
+    )
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
     metrics = GrpcServerMetrics()
     llm = build_llm_stack(settings, metrics.registry)
@@ -126,6 +134,21 @@ async def create_server(
     if pool is not None:
         pool.start()
     return handle, port
+
+
+def bids_client_tls(settings: ExecutionSettings) -> ClientTls | None:
+    """The TLS side of the channel to BidService (None: plaintext).
+
+    Raises TlsConfigError (a ValueError naming the setting) for a bad file.
+    """
+    if not settings.bids_tls_enabled:
+        return None
+    return ClientTls.from_files(
+        settings.bids_tls_ca_file,
+        settings.bids_tls_cert_file,
+        settings.bids_tls_key_file,
+        setting_prefix="EXECUTION_BIDS_",
+    )
 
 
 def _store(engine: AsyncEngine) -> SqlExecutionStore:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Self, get_args
 
 from marketplace_common.auth import is_loopback_host
+from marketplace_common.client import LoadBalancing
 from marketplace_common.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -33,6 +35,17 @@ class ExecutionSettings(ServiceSettings):
     bids_token: SecretStr | None = None
     """A raw token with role service, sent as ``authorization: Bearer``."""
     bids_timeout_seconds: float = Field(default=5.0, gt=0)
+    bids_tls: bool = False
+    """TLS to BidService with the system's roots; a file below implies TLS."""
+    bids_tls_ca_file: Path | None = None
+    """The CA that signed BidService's certificate."""
+    bids_tls_cert_file: Path | None = None
+    """Our client certificate, for mutual TLS (with bids_tls_key_file)."""
+    bids_tls_key_file: Path | None = None
+    bids_tls_server_name: str | None = None
+    """The name BidService's certificate carries, when not the target's host."""
+    bids_load_balancing: LoadBalancing = "round_robin"
+    """With a ``dns:///host:port`` target, round_robin spreads calls over every address."""
 
     # LLM
     llm_provider: LLMProviderName = "offline"
@@ -93,6 +106,21 @@ class ExecutionSettings(ServiceSettings):
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be below lease_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _check_bids_tls(self) -> Self:
+        if (self.bids_tls_cert_file is None) != (self.bids_tls_key_file is None):
+            raise ValueError("bids_tls_cert_file and bids_tls_key_file go together")
+        return self
+
+    @property
+    def bids_tls_enabled(self) -> bool:
+        """True when the channel to BidService uses TLS."""
+        return (
+            self.bids_tls
+            or self.bids_tls_ca_file is not None
+            or self.bids_tls_cert_file is not None
+        )
 
     @field_validator("llm_base_url", mode="before")
     @classmethod
