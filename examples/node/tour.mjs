@@ -15,8 +15,11 @@
 //                      `authorization: Bearer <token>`. Not needed against `make run`:
 //                      on loopback with no tokens configured every caller is the
 //                      local-dev admin. Where tokens are configured, use an admin
-//                      token (the tour acts as agent, client and owner in turn), e.g.
-//                      from `.venv/bin/python -m marketplace_common.auth new-token --role admin --subject tour`.
+//                      token accepted by both services (the tour acts as agent,
+//                      client and owner in turn): `make env` writes one to .env as
+//                      MARKETPLACE_ADMIN_TOKEN, or issue one with
+//                      `.venv/bin/python -m marketplace_common.auth new-token --role admin --subject tour`.
+// docs/clients.md explains the retries, the error details and the other languages.
 // Calls that fail with UNAVAILABLE or ABORTED are retried after the server's
 // RetryInfo delay with the very same request (same request_id / event_id).
 // Exits 0 after the tour, 1 at the first unexpected answer.
