@@ -8,8 +8,10 @@
 
 Every call through the channel carries ``authorization: Bearer <token>``
 (when a token is given) and, inside a server RPC, that RPC's
-``x-request-id``; its timeout is clamped to what is left of the current
-RPC's deadline, so a caller's deadline flows downstream.
+``x-request-id`` (outside one, the id ``rpc_context.bind_request_id`` bound); its
+timeout is clamped to what is left of the current RPC's deadline, so a caller's
+deadline flows downstream. While tracing is on, each call is a CLIENT span whose
+context travels in the metadata (``traceparent``), so the server's span is its child.
 
 TLS: ``ClientTls.from_files(ca, cert, key)`` (the CA that signed the server's
 certificate; a client certificate and key for mutual TLS) passed as ``tls=``.
@@ -25,6 +27,7 @@ replicas.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import grpc.aio
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from marketplace_common.rpc_context import REQUEST_ID_KEY, current_call
+from marketplace_common import tracing
+from marketplace_common.rpc_context import REQUEST_ID_KEY, current_call, outgoing_request_id
 
 DEADLINE_MARGIN_SECONDS = 0.05
 # Never hand gRPC a zero or negative timeout: a tiny one fails fast as DEADLINE_EXCEEDED.
@@ -180,9 +185,9 @@ def call_metadata(token: str | None = None) -> list[tuple[str, str]]:
     metadata: list[tuple[str, str]] = []
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
-    call = current_call()
-    if call is not None:
-        metadata.append((REQUEST_ID_KEY, call.request_id))
+    request_id = outgoing_request_id()
+    if request_id is not None:
+        metadata.append((REQUEST_ID_KEY, request_id))
     return metadata
 
 
@@ -219,28 +224,57 @@ class OutgoingCallInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamSt
         self._token = token
         self._default_timeout = default_timeout
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def _details(
+        self, details: grpc.aio.ClientCallDetails, span: Span | None = None
+    ) -> grpc.aio.ClientCallDetails:
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         call = current_call()
         if call is not None and call.deadline is not None:
             timeout = call_timeout(timeout if timeout is not None else float("inf"))
+        extra = call_metadata(self._token)
+        if span is not None:
+            carrier: dict[str, str] = {}
+            tracing.inject(carrier, span)
+            extra.extend(carrier.items())
         return grpc.aio.ClientCallDetails(
             method=details.method,
             timeout=timeout,
-            metadata=_merge_metadata(details.metadata, call_metadata(self._token)),
+            metadata=_merge_metadata(details.metadata, extra),
             credentials=details.credentials,
             wait_for_ready=details.wait_for_ready,
         )
 
+    async def _traced(
+        self, continuation: Any, details: grpc.aio.ClientCallDetails, body: Any
+    ) -> Any:
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await continuation(self._details(details), body)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        service, _, name = method.lstrip("/").partition("/")
+        span = tracer.start_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+        try:
+            call = await continuation(self._details(details, span), body)
+        except BaseException:
+            span.set_status(Status(StatusCode.ERROR, "the call could not start"))
+            span.end()
+            raise
+        call.add_done_callback(lambda done: _end_when_done(span, done))
+        return call
+
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await self._traced(continuation, client_call_details, request)
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await self._traced(continuation, client_call_details, request)
 
     async def intercept_stream_unary(
         self,
@@ -248,7 +282,7 @@ class OutgoingCallInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamSt
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+        return await self._traced(continuation, client_call_details, request_iterator)
 
     async def intercept_stream_stream(
         self,
@@ -256,7 +290,31 @@ class OutgoingCallInterceptor(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamSt
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+        return await self._traced(continuation, client_call_details, request_iterator)
+
+
+_ending: set[asyncio.Task[None]] = set()
+
+
+def _end_when_done(span: Span, call: Any) -> None:
+    """A done call's callback: end its CLIENT span with the call's status code.
+
+    The code is a coroutine in grpc.aio (immediate for a done call), so a task reads it.
+    """
+
+    async def end() -> None:
+        try:
+            code = await call.code()
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK:
+            span.set_status(Status(StatusCode.ERROR, code.name))
+        span.end()
+
+    task = asyncio.get_running_loop().create_task(end())
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
 
 
 def create_channel(

@@ -6,6 +6,7 @@ four kinds: unary and streaming, including coroutine handlers that use
 installs them outermost first::
 
     CallContextInterceptor   request id, peer, deadline; structlog contextvars
+    TracingInterceptor       a SERVER span (only installed while tracing is on)
     MetricsInterceptor       grpc_server_started/handled_total, handling_seconds
     AccessLogInterceptor     one canonical line per RPC
     ErrorMappingInterceptor  AgentError -> status with details; anything else -> INTERNAL
@@ -29,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from marketplace_common import tracing
 from marketplace_common.auth import (
     LOCAL_DEV_PRINCIPAL,
     Principal,
@@ -164,6 +167,71 @@ class CallContextInterceptor(ScopedInterceptor):
             with contextlib.suppress(ValueError):  # finalised outside the RPC's context
                 structlog.contextvars.reset_contextvars(**log_tokens)
             reset_current_call(call_token)
+
+
+# OpenTelemetry's RPC conventions: the codes that make a *server* span an error.
+_SERVER_SPAN_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class TracingInterceptor(ScopedInterceptor):
+    """One SERVER span per RPC, child of the caller's span (``traceparent`` metadata).
+
+    Named ``pkg.Service/Method`` with the ``rpc.*`` attributes of OpenTelemetry's
+    conventions, ``rpc.grpc.status_code`` and the request id. The chain installs it
+    right after CallContextInterceptor, only while tracing is on, so every log line
+    of the RPC (the canonical ``rpc.handled`` one included) carries its ids.
+    (opentelemetry-instrumentation-grpc's aio server interceptor iterates every
+    response-streaming behaviour with ``async for``, which fails for handlers that
+    write with ``context.write``, such as health's Watch; this one uses the
+    project's handler wrapping, which handles all kinds.)
+    """
+
+    def __init__(self, tracer: Any) -> None:
+        self.tracer = tracer
+
+    @asynccontextmanager
+    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+        call = _call_for(method, kind)
+        carrier = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": call.service,
+            "rpc.method": call.method_name,
+            "rpc.grpc.type": kind,
+            "marketplace.request_id": call.request_id,
+        }
+        error: BaseException | None = None
+        with self.tracer.start_as_current_span(
+            method.lstrip("/"),
+            context=tracing.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = outcome_code(context, error, call)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in _SERVER_SPAN_ERRORS:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 class MetricsInterceptor(ScopedInterceptor):
@@ -389,9 +457,12 @@ def default_interceptors(
     logger: Any = None,
     certificates: CertificatePrincipals | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
-    """The server's interceptor chain, outermost first."""
+    """The server's interceptor chain, outermost first (tracing only while it is on)."""
+    tracer = tracing.tracer()
+    traced = [] if tracer is None else [TracingInterceptor(tracer)]
     return [
         CallContextInterceptor(),
+        *traced,
         MetricsInterceptor(metrics),
         AccessLogInterceptor(logger),
         ErrorMappingInterceptor(domain, logger),

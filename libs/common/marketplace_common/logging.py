@@ -3,7 +3,8 @@
 * JSON lines when stderr is not a terminal (containers, CI), a readable
   console rendering on a terminal; ``json=True/False`` forces either.
 * Fields bound with :func:`structlog.contextvars.bind_contextvars` (the server
-  binds ``request_id`` and ``method`` per RPC) appear on every line.
+  binds ``request_id`` and ``method`` per RPC) appear on every line, and so do
+  ``trace_id`` and ``span_id`` while a span is active (tracing on).
 * ISO-8601 UTC timestamps, a level filter, and stdlib ``logging`` (grpc,
   SQLAlchemy, alembic, ...) rendered through the same pipeline.
 * Secrets never reach the output: values under keys such as ``authorization``,
@@ -21,6 +22,8 @@ from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from marketplace_common.tracing import add_trace_ids
 
 REDACTED = "[REDACTED]"
 _SECRET_KEYS = frozenset(
@@ -86,6 +89,7 @@ def _shared_processors() -> list[Processor]:
     return [
         _name_field,
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,

@@ -69,6 +69,27 @@ def reset_current_call(token: Token[CallInfo | None]) -> None:
         _current_call.reset(token)
 
 
+_bound_request_id: ContextVar[str | None] = ContextVar("marketplace_request_id", default=None)
+
+
+def bind_request_id(request_id: str | None) -> Token[str | None]:
+    """Carry ``request_id`` into the outgoing calls of this context outside any RPC
+    (a worker continuing the work a call started); undo with :func:`unbind_request_id`."""
+    return _bound_request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str | None]) -> None:
+    """Undo :func:`bind_request_id` (ignores a token from another context)."""
+    with contextlib.suppress(ValueError):
+        _bound_request_id.reset(token)
+
+
+def outgoing_request_id() -> str | None:
+    """The request id outgoing calls carry: the current RPC's, else the bound one."""
+    call = _current_call.get()
+    return call.request_id if call is not None else _bound_request_id.get()
+
+
 def split_method(method: str) -> tuple[str, str]:
     """``/pkg.Service/Method`` -> (``pkg.Service``, ``Method``)."""
     _, _, rest = method.partition("/")

@@ -12,6 +12,9 @@ Behaviour operators and scripts rely on (docs/design.md, "Running"):
   ``--target``) over grpc.health.v1: exit 0 only on SERVING, 1 on any other
   answer, 2 when unreachable (see marketplace_common.health_probe). It is the
   healthcheck command of the container images.
+* ``serve`` traces when the ``OTEL_*`` variables say so (``marketplace_common.tracing``;
+  the default service name is ``event_prefix``); an exporter it does not know refuses
+  to start. The last spans are flushed on the way out.
 
 Settings are built here, once, in the process's composition root.
 """
@@ -19,6 +22,8 @@ Settings are built here, once, in the process's composition root.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
-from marketplace_common import runtime
+from marketplace_common import runtime, tracing
 from marketplace_common.auth import AuthConfigError
 from marketplace_common.client import TlsConfigError
 from marketplace_common.health_probe import local_target, probe
@@ -122,13 +127,27 @@ class ServiceCli(Generic[S]):
     async def _serve(self, settings: S, *, migrate: bool) -> int:
         if migrate:
             await upgrade_async(settings.database_url, self.migrations_dir)
-        refusals: tuple[type[Exception], ...] = (AuthConfigError, TlsConfigError, *self.refusals)
+        refusals: tuple[type[Exception], ...] = (
+            AuthConfigError,
+            TlsConfigError,
+            tracing.TracingConfigError,
+            *self.refusals,
+        )
         try:
+            tracing.configure_from_env(self.event_prefix)
             server, port = await self.create_server(settings)
         except refusals as exc:
             return self._refuse(exc)
-        self._log().info(f"{self.event_prefix}.serving", port=port, **settings.log_summary())
-        await server.serve_until_signal()
+        self._log().info(
+            f"{self.event_prefix}.serving",
+            port=port,
+            tracing=tracing.exporter_names(os.environ) or "off",
+            **settings.log_summary(),
+        )
+        try:
+            await server.serve_until_signal()
+        finally:
+            await asyncio.to_thread(tracing.shutdown)
         return 0
 
     def _refuse(self, exc: Exception) -> int:

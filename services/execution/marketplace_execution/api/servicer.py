@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc.aio
 from marketplace.execution.v1 import execution_pb2, execution_pb2_grpc
+from marketplace_common import tracing
 from marketplace_common.auth import current_principal
 from marketplace_common.client import DEADLINE_MARGIN_SECONDS
 from marketplace_common.errors import (
@@ -18,6 +19,7 @@ from marketplace_common.errors import (
     LLMOutputInvalidError,
     PermanentError,
 )
+from marketplace_common.rpc_context import current_call
 
 from marketplace_execution.api.convert import (
     attempt_pb,
@@ -27,7 +29,7 @@ from marketplace_execution.api.convert import (
     status_filter,
     usage_pb,
 )
-from marketplace_execution.domain.models import Usage
+from marketplace_execution.domain.models import CallOrigin, Usage
 from marketplace_execution.domain.ports import JobResult
 from marketplace_execution.domain.requests import (
     CompleteRequest,
@@ -55,7 +57,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     ) -> execution_pb2.SubmitExecutionResponse:
         names = ("request_id", "task_id", "prompt", "model", "output_schema", "max_attempts")
         submit = parse(SubmitRequest, fields(request, *names))
-        execution = await self._service.submit(current_principal(), submit)
+        execution = await self._service.submit(current_principal(), submit, _origin())
         return execution_pb2.SubmitExecutionResponse(execution=execution_pb(execution))
 
     async def GetExecution(
@@ -122,3 +124,12 @@ def _complete_error(result: JobResult) -> AgentError:
     if error.error_type is ErrorType.LLM_FIXABLE:
         return LLMOutputInvalidError(error.message, violations=error.violations)
     return error
+
+
+def _origin() -> CallOrigin:
+    """The current call's trace context and request id, stored with a new execution."""
+    call = current_call()
+    return CallOrigin(
+        trace_parent=tracing.current_traceparent(),
+        request_id=None if call is None else call.request_id,
+    )

@@ -17,7 +17,8 @@ reason to stop, per docs/errors.md:
 
 Each attempt is one ``LLMAttempt``: the shared ``AttemptRecord``, the pacing
 wait before the call, and whether another attempt follows. It is logged once
-(``llm.attempt``), counted in ``llm_attempts_total`` and handed to
+(``llm.attempt``), counted in ``llm_attempts_total``, traced as an ``llm.attempt``
+span (error type, delay and delay source as attributes) and handed to
 ``on_attempt``, which is awaited before the next attempt starts so a caller
 can store it durably first. A record's ``delay`` and
 ``delay_source`` are the wait *after* it, before the next attempt: BACKOFF
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema.protocols import Validator
+from marketplace_common import tracing
 from marketplace_common.classify import as_agent_error, categorize_exception, error_code
 from marketplace_common.errors import (
     AgentError,
@@ -351,6 +353,7 @@ class AttemptRunner:
             outcome = "failed" if following.stop is not None else "retried"
         error_type = NO_ERROR if result.error is None else result.error.error_type.value
         self.metrics.count_attempt(self.provider.name, error_type, outcome)
+        _trace_attempt(self.provider.name, record, result, outcome, error_type)
         fields = {
             "attempt": record.number,
             "outcome": outcome,
@@ -366,6 +369,28 @@ class AttemptRunner:
             self._log.error("llm.attempt", message=record.message, exc_info=result.exc, **fields)
         else:
             self._log.warning("llm.attempt", message=record.message, **fields)
+
+
+def _trace_attempt(
+    provider: str, record: AttemptRecord, result: _Result, outcome: str, error_type: str
+) -> None:
+    """One ``llm.attempt`` span (a child of the run's span) when tracing is on."""
+    if not tracing.enabled():
+        return
+    attributes = {
+        "llm.provider": provider,
+        "llm.model": result.model or "",
+        "llm.attempt": record.number,
+        "llm.outcome": outcome,
+        "llm.error_type": error_type,
+        "llm.code": record.code,
+        "llm.delay_seconds": record.delay,
+        "llm.delay_source": record.delay_source.value,
+        "llm.pacing_delay_seconds": result.paced,
+    }
+    error = None if result.error is None else f"{error_type}: {record.code}"
+    started, finished = result.started_at, result.finished_at
+    tracing.record_span("llm.attempt", started, finished, attributes, error=error)
 
 
 def _pacing_source(delay: float) -> DelaySource:

@@ -106,6 +106,19 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class CallOrigin:
+    """The SubmitExecution call an execution came from, for observability.
+
+    ``trace_parent`` is its W3C traceparent (None with tracing off): the worker's
+    spans continue that trace. ``request_id`` is its x-request-id: the worker logs
+    it and carries it into its calls to BidService.
+    """
+
+    trace_parent: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Execution:
     """A run of a task's work through the LLM, with every attempt so far."""
 
@@ -131,6 +144,7 @@ class Execution:
     client_email: str | None = None
     agent_id: str | None = None
     submitted_by: str | None = None
+    origin: CallOrigin | None = None
 
     @property
     def usage(self) -> Usage:
@@ -172,6 +186,7 @@ class NewExecution:
     client_email: str | None = None
     agent_id: str | None = None
     submitted_by: str | None = None
+    origin: CallOrigin | None = None
 
 
 @dataclass(frozen=True, slots=True)

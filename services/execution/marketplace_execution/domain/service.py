@@ -20,6 +20,7 @@ from marketplace_execution.domain.errors import (
 )
 from marketplace_execution.domain.events import EventBus
 from marketplace_execution.domain.models import (
+    CallOrigin,
     Execution,
     ExecutionEvent,
     NewExecution,
@@ -95,12 +96,15 @@ class ExecutionService:
         that is not going away, instead of holding this one's grace period."""
         self._closing = True
 
-    async def submit(self, principal: Principal, request: SubmitRequest) -> Execution:
+    async def submit(
+        self, principal: Principal, request: SubmitRequest, origin: CallOrigin | None = None
+    ) -> Execution:
         """Checks the task with BidService and stores the execution QUEUED (idempotent).
 
         The caller is part of the fingerprint: a request_id first used by another
         principal is IDEMPOTENCY_KEY_REUSED, never a replay of its answer.
         Ownership is checked before the task's status, so a stranger learns nothing.
+        ``origin`` (the call's trace context and request id) is stored with it.
         """
         access.require_submitter_role(principal)
         actor = access.actor_name(principal)
@@ -130,6 +134,7 @@ class ExecutionService:
                 client_email=access.normalized_email(task.client_email) or None,
                 agent_id=task.agent_id or None,
                 submitted_by=actor,
+                origin=origin,
             )
         )
         _log.info(

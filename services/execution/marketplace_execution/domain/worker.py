@@ -11,6 +11,10 @@
 * An execution whose worker died keeps its lease until ``lease_seconds`` pass,
   then any replica claims it and resumes (attempt numbers continue, StartTask and
   the report replay with the same event_ids).
+* A run continues its execution's trace (the SubmitExecution call's span is the
+  parent of its ``execution.run`` span, so StartTask, the LLM attempts and the
+  report are in the trace the client's call started) and carries the submit's
+  request id in its log lines and its calls to BidService.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
+from marketplace_common import tracing
 from marketplace_common.errors import AgentError
+from marketplace_common.rpc_context import bind_request_id, unbind_request_id
 
 from marketplace_execution.domain.errors import LeaseLostError
+from marketplace_execution.domain.models import Execution
 from marketplace_execution.domain.run import ExecutionRun, RunContext, StopReason
 from marketplace_execution.domain.store_retry import until_stored
 
@@ -48,6 +56,39 @@ class WorkerConfig:
             raise ValueError("heartbeat_seconds must be positive and below lease_seconds")
         if self.poll_seconds <= 0:
             raise ValueError("poll_seconds must be positive")
+
+
+@contextlib.contextmanager
+def observed(execution: Execution, owner: str) -> Iterator[None]:
+    """The run of ``execution`` as one span of its trace, with its request id bound.
+
+    The span (``execution.run``) is a child of the stored SubmitExecution span: the
+    execution is one trace, a resumed run (after a takeover) a second child of the
+    same parent. Log lines get ``request_id`` and ``execution_id``; outgoing calls
+    carry the request id (``x-request-id``).
+    """
+    origin = execution.origin
+    request_id = None if origin is None else origin.request_id
+    fields = {"execution_id": str(execution.execution_id)}
+    if request_id is not None:
+        fields["request_id"] = request_id
+    log_tokens = structlog.contextvars.bind_contextvars(**fields)
+    id_token = bind_request_id(request_id)
+    attributes = {
+        "execution.id": str(execution.execution_id),
+        "execution.task_id": str(execution.task_id),
+        "execution.lease_owner": owner,
+        "execution.resumed": bool(execution.attempts) or execution.status.value != "QUEUED",
+    }
+    try:
+        with tracing.continue_trace(
+            None if origin is None else origin.trace_parent, "execution.run", attributes
+        ):
+            yield
+    finally:
+        unbind_request_id(id_token)
+        with contextlib.suppress(ValueError):
+            structlog.contextvars.reset_contextvars(**log_tokens)
 
 
 def new_owner_id() -> str:
@@ -213,11 +254,12 @@ class WorkerPool:
                 execution_id=execution_id,
                 policy=self._ctx.store_retry,
             )
-            run = ExecutionRun(self._ctx, execution)
-            self._runs[execution_id] = (run, self._runs[execution_id][1])
-            if execution.cancel_requested:
-                run.interrupt(StopReason.CANCELLED)
-            await run.run()
+            with observed(execution, self.owner):
+                run = ExecutionRun(self._ctx, execution)
+                self._runs[execution_id] = (run, self._runs[execution_id][1])
+                if execution.cancel_requested:
+                    run.interrupt(StopReason.CANCELLED)
+                await run.run()
         except asyncio.CancelledError:
             log.info("execution.released", reason="worker stopping")
             await asyncio.shield(self._release(execution_id))

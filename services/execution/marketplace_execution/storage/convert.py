@@ -8,6 +8,7 @@ from marketplace_common.errors import ErrorType
 
 from marketplace_execution.domain.models import (
     AttemptView,
+    CallOrigin,
     Execution,
     ExecutionStatus,
     NewExecution,
@@ -62,7 +63,14 @@ def execution_view(row: ExecutionRow, attempts: Sequence[AttemptRow] = ()) -> Ex
         client_email=row.client_email,
         agent_id=row.agent_id,
         submitted_by=row.submitted_by,
+        origin=_origin(row.trace_parent, row.submit_request_id),
     )
+
+
+def _origin(trace_parent: str | None, request_id: str | None) -> CallOrigin | None:
+    if trace_parent is None and request_id is None:
+        return None
+    return CallOrigin(trace_parent=trace_parent, request_id=request_id)
 
 
 def new_row(new: NewExecution) -> ExecutionRow:
@@ -83,6 +91,8 @@ def new_row(new: NewExecution) -> ExecutionRow:
         client_email=new.client_email,
         agent_id=new.agent_id,
         submitted_by=new.submitted_by,
+        trace_parent=None if new.origin is None else new.origin.trace_parent,
+        submit_request_id=None if new.origin is None else new.origin.request_id,
     )
 
 

@@ -80,6 +80,10 @@ class ExecutionRow(Base):
     client_email: Mapped[str | None] = mapped_column(String(320))
     agent_id: Mapped[str | None] = mapped_column(String(128))
     submitted_by: Mapped[str | None] = mapped_column(String(200))
+    # The SubmitExecution call's W3C traceparent and x-request-id: the worker's spans
+    # continue that trace and its calls to BidService carry that request id.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
+    submit_request_id: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         CheckConstraint(_in("status", STATUS_VALUES), name="status"),
