@@ -86,13 +86,14 @@ class World:
     bids_url: str
     execution_url: str
     bids_channel: grpc.aio.Channel
-    execution_channel: grpc.aio.Channel
+    execution_channels: list[grpc.aio.Channel]
+    """One per execution replica (all on the same database)."""
 
     def bids(self, name: str) -> Caller:
         return Caller(self.bids_channel, name)
 
-    def execution(self, name: str) -> ExecutionCaller:
-        return ExecutionCaller(self.execution_channel, name)
+    def execution(self, name: str, replica: int = 0) -> ExecutionCaller:
+        return ExecutionCaller(self.execution_channels[replica], name)
 
     async def won_task(self, agent: str = "agent", client: str = "alice") -> str:
         """A PENDING task ordered by ``client`` from ``agent``'s accepted bid."""
@@ -112,10 +113,11 @@ class World:
 
 @asynccontextmanager
 async def running_world(
-    bids_url: str, execution_url: str, **execution_overrides: Any
+    bids_url: str, execution_url: str, *, replicas: int = 1, **execution_overrides: Any
 ) -> AsyncIterator[World]:
     """Both services on free ports, tokens on both; by default no worker runs, so
-    executions stay QUEUED and every cell of a matrix sees the same state."""
+    executions stay QUEUED and every cell of a matrix sees the same state.
+    ``replicas`` execution servers share the execution database."""
     await migrate_bids(bids_url)
     await upgrade_async(execution_url, MIGRATIONS_DIR)
     bids_server, bids_port = await create_bids_server(bids_settings_for(bids_url))
@@ -132,13 +134,18 @@ async def running_world(
         "shutdown_grace_seconds": 1.0,
         **execution_overrides,
     }
-    execution_server, execution_port = await create_execution_server(ExecutionSettings(**values))
+    servers = []
+    channels: list[grpc.aio.Channel] = []
     try:
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{bids_port}") as bids_channel,
-            grpc.aio.insecure_channel(f"127.0.0.1:{execution_port}") as execution_channel,
-        ):
-            yield World(bids_url, execution_url, bids_channel, execution_channel)
+        for _ in range(replicas):
+            server, port = await create_execution_server(ExecutionSettings(**values))
+            servers.append(server)
+            channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bids_port}") as bids_channel:
+            yield World(bids_url, execution_url, bids_channel, channels)
     finally:
-        await execution_server.stop(0.5)
+        for channel in channels:
+            await channel.close(None)
+        for server in servers:
+            await server.stop(0.5)
         await bids_server.stop(0.5)

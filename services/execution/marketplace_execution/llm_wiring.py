@@ -15,7 +15,7 @@ from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
-from marketplace_execution.llm.base import LLMProvider, LLMRequest
+from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMUsage
 from marketplace_execution.llm.offline import OFFLINE_MODEL, OfflineFaults, OfflineProvider
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 from marketplace_execution.settings import ExecutionSettings
@@ -36,6 +36,21 @@ def attempt_view(attempt: LLMAttempt) -> AttemptView:
         delay_source=record.delay_source.value,
         pacing_delay=attempt.pacing_delay,
     )
+
+
+def _with_success_usage(
+    attempts: tuple[AttemptView, ...], usage: LLMUsage | None
+) -> tuple[AttemptView, ...]:
+    """The attempts, the successful (last) one carrying the provider's reported usage
+    when no attempt carries any yet (Complete's token quota charges it)."""
+    if usage is None or not attempts:
+        return attempts
+    if any(a.prompt_tokens or a.completion_tokens for a in attempts):
+        return attempts
+    last = replace(
+        attempts[-1], prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+    )
+    return (*attempts[:-1], last)
 
 
 class AttemptLoopJobRunner:
@@ -69,7 +84,9 @@ class AttemptLoopJobRunner:
             text=outcome.text,
             model=outcome.model or job.model,
             error=outcome.error,
-            attempts=tuple(attempt_view(r) for r in outcome.attempts),
+            attempts=_with_success_usage(
+                tuple(attempt_view(r) for r in outcome.attempts), outcome.usage
+            ),
         )
 
     def _policy_for(self, job: JobSpec) -> RetryPolicy:

@@ -27,6 +27,7 @@ from marketplace_execution.api.bids_client import GrpcBidsGateway
 from marketplace_execution.api.servicer import DOMAIN, SERVICE_NAME, ExecutionServicer
 from marketplace_execution.domain.events import EventBus
 from marketplace_execution.domain.ports import JobRunner
+from marketplace_execution.domain.quota import CompleteQuota, QuotaLimits
 from marketplace_execution.domain.reporting import ReportPolicy
 from marketplace_execution.domain.run import RunContext
 from marketplace_execution.domain.service import ExecutionService, ServiceConfig
@@ -35,6 +36,7 @@ from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_ow
 from marketplace_execution.llm_wiring import LLMStack, build_llm_stack
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.settings import ExecutionSettings, check_llm_provider_chosen
+from marketplace_execution.storage.quota import SqlQuotaStore
 from marketplace_execution.storage.store import SqlExecutionStore
 
 
@@ -117,10 +119,19 @@ async def create_server(
             default_model=settings.llm_model or llm.default_model,
             watch_poll_seconds=settings.watch_poll_seconds,
             cancel_wait_seconds=settings.cancel_wait_seconds,
+            allowed_models=frozenset(settings.llm_allowed_models),
         ),
         now=utcnow,
         wake=pool.wake if pool else lambda: None,
         cancel_local=pool.cancel_local if pool else lambda _id: None,
+        quota=CompleteQuota(
+            SqlQuotaStore(engine),
+            QuotaLimits(
+                calls_per_minute=settings.complete_calls_per_minute or None,
+                tokens_per_day=settings.complete_tokens_per_day or None,
+            ),
+            now=utcnow,
+        ),
     )
     servicer = ExecutionServicer(service)
     add_fn = execution_pb2_grpc.add_ExecutionServiceServicer_to_server

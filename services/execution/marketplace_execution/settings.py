@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from marketplace_common.auth import is_loopback_host
 from marketplace_common.client import LoadBalancing
 from marketplace_common.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 LLMProviderName = Literal["offline", "openai"]
 LLM_PROVIDERS: tuple[str, ...] = get_args(LLMProviderName)
@@ -56,6 +56,9 @@ class ExecutionSettings(ServiceSettings):
     llm_api_key: SecretStr | None = None
     llm_model: str = ""
     """The default model; empty means the provider's own default."""
+    llm_allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Models a caller may name in SubmitExecution and Complete, besides the default
+    one (comma separated); empty: only the default model."""
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     llm_max_llm_fixable_attempts: int = Field(default=3, ge=1, le=10)
     llm_deadline_seconds: float = Field(default=300.0, gt=0)
@@ -67,6 +70,13 @@ class ExecutionSettings(ServiceSettings):
     llm_offline_permanent_rate: float = Field(default=0.0, ge=0, le=1)
     llm_offline_malformed_rate: float = Field(default=0.0, ge=0, le=1)
     llm_offline_seed: int = 0
+
+    # Complete (the one-shot call): a quota per principal, counted in the database
+    complete_calls_per_minute: int = Field(default=60, ge=0)
+    """Complete calls per principal per UTC minute (0: no limit); admin is not counted."""
+    complete_tokens_per_day: int = Field(default=1_000_000, ge=0)
+    """LLM tokens (prompt + completion) of one principal's Complete calls per UTC day
+    (0: no limit); admin is not counted."""
 
     # Pacing of LLM calls
     pacing_delay_seconds: float = Field(default=0.0, ge=0)
@@ -121,6 +131,13 @@ class ExecutionSettings(ServiceSettings):
             or self.bids_tls_ca_file is not None
             or self.bids_tls_cert_file is not None
         )
+
+    @field_validator("llm_allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
 
     @field_validator("llm_base_url", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from marketplace_common.errors import (
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
+    RateLimitedError,
 )
 
 
@@ -78,6 +79,21 @@ class IdempotencyKeyReusedError(InvalidArgumentError):
             violations=[FieldViolation("request_id", "already used with a different request")],
         )
         self.request_id = str(request_id)
+
+
+class QuotaExceededError(RateLimitedError):
+    """The caller used up its Complete quota (``quota``: calls_per_minute or
+    tokens_per_day) until the window ends, ``retry_after`` seconds from now."""
+
+    default_reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, quota: str, limit: int, retry_after: float) -> None:
+        super().__init__(
+            f"Complete quota used up ({quota}: {limit}); retry in {retry_after:.0f} s",
+            retry_after=retry_after,
+            metadata={"quota": quota, "limit": str(limit)},
+        )
+        self.quota = quota
 
 
 class LeaseLostError(ConflictError):

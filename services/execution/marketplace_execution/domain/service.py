@@ -11,7 +11,12 @@ from datetime import datetime
 
 import structlog
 from marketplace_common.auth import Principal
-from marketplace_common.errors import UnavailableError
+from marketplace_common.errors import (
+    AgentError,
+    FieldViolation,
+    InvalidArgumentError,
+    UnavailableError,
+)
 
 from marketplace_execution.domain import access
 from marketplace_execution.domain.errors import (
@@ -24,6 +29,7 @@ from marketplace_execution.domain.models import (
     Execution,
     ExecutionEvent,
     NewExecution,
+    Usage,
 )
 from marketplace_execution.domain.paging import (
     PageCursor,
@@ -38,6 +44,7 @@ from marketplace_execution.domain.ports import (
     JobRunner,
     JobSpec,
 )
+from marketplace_execution.domain.quota import CompleteQuota
 from marketplace_execution.domain.requests import CompleteRequest, ListRequest, SubmitRequest
 from marketplace_execution.domain.text import storable
 
@@ -51,6 +58,18 @@ class ServiceConfig:
     default_model: str
     watch_poll_seconds: float = 1.0
     cancel_wait_seconds: float = 5.0
+    allowed_models: frozenset[str] = frozenset()
+    """Models a caller may name besides ``default_model`` (empty: only that one)."""
+
+    def check_model(self, model: str) -> None:
+        """INVALID_ARGUMENT on ``model`` unless it is empty (the default) or allowed."""
+        if not model or model == self.default_model or model in self.allowed_models:
+            return
+        allowed = ", ".join(sorted({self.default_model, *self.allowed_models}))
+        raise InvalidArgumentError(
+            "invalid request: model",
+            violations=[FieldViolation("model", f"not an allowed model (allowed: {allowed})")],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +98,7 @@ class ExecutionService:
         now: Callable[[], datetime],
         wake: Callable[[], None] = lambda: None,
         cancel_local: Callable[[uuid.UUID], object] = lambda _id: None,
+        quota: CompleteQuota | None = None,
     ) -> None:
         self._store = store
         self._bids = bids
@@ -88,6 +108,7 @@ class ExecutionService:
         self._now = now
         self._wake = wake
         self._cancel_local = cancel_local
+        self._quota = quota
         self._closing = False
 
     def close_watches(self) -> None:
@@ -107,6 +128,7 @@ class ExecutionService:
         ``origin`` (the call's trace context and request id) is stored with it.
         """
         access.require_submitter_role(principal)
+        self._config.check_model(request.model)
         actor = access.actor_name(principal)
         fingerprint = request.fingerprint(actor)
         existing = await self._store.find_by_request_id(request.request_id)
@@ -245,9 +267,15 @@ class ExecutionService:
         ``time_left`` is how long the caller still waits: the loop never plans
         past it, so a server-directed delay longer than that fails at once
         (TRANSIENT, with the delay for RetryInfo) instead of outliving the call.
-        Agents, services and admin only.
+        Agents, services and admin only, within the caller's quota (domain.quota):
+        one call is taken before the run, its tokens are charged after it.
         """
         access.require_complete_role(principal)
+        self._config.check_model(request.model)
+        quota = self._quota if self._quota is not None and self._quota.counts(principal) else None
+        actor = access.actor_name(principal)
+        if quota is not None:
+            await quota.admit(actor)
         spec = JobSpec(
             prompt=request.prompt,
             model=request.model or self._config.default_model,
@@ -255,7 +283,15 @@ class ExecutionService:
             max_attempts=request.attempts_budget,
             time_left=time_left,
         )
-        return await self._runner.run(spec)
+        result = await self._runner.run(spec)
+        if quota is not None:
+            usage = Usage.total(result.attempts)
+            try:
+                await quota.charge_tokens(actor, usage.prompt_tokens + usage.completion_tokens)
+            except AgentError as exc:
+                # The answer is paid for already: give it, and say the count missed it.
+                _log.warning("complete.quota_charge_failed", principal=actor, reason=exc.reason)
+        return result
 
 
 def _diff(execution: Execution, status: object, attempts: int) -> list[ExecutionEvent]:

@@ -162,3 +162,14 @@ class LimitRow(Base):
     cooldown_until: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     cooldown_streak: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class QuotaRow(Base):
+    """One principal's Complete counter for one window (``domain.quota``)."""
+
+    __tablename__ = "complete_quota"
+
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -1,0 +1,69 @@
+"""SqlQuotaStore: Complete's per-principal counters in the execution database.
+
+One ``INSERT ... ON CONFLICT DO UPDATE ... WHERE used + amount <= limit
+RETURNING used`` per admission (PostgreSQL and SQLite 3.35+ alike): the
+conflicting row is locked while the condition is checked, so concurrent calls
+on any number of replicas never take more than the limit. A principal's
+counters older than two days are deleted when its first call of a minute
+creates a new counter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from marketplace_common.db import make_sessionmaker, run_transaction
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from marketplace_execution.domain.quota import QuotaWindow
+from marketplace_execution.storage.tables import QuotaRow
+
+Q = QuotaRow
+_KEEP = timedelta(days=2)
+
+
+class SqlQuotaStore:
+    """:class:`~marketplace_execution.domain.quota.QuotaStore` on one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = make_sessionmaker(engine)
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+    async def add(
+        self, principal: str, window: QuotaWindow, start: datetime, amount: int, limit: int | None
+    ) -> bool:
+        if limit is not None and amount > limit:
+            return False
+        insert = self._insert(Q).values(
+            principal=principal, kind=window.value, window_start=start, used=amount
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[Q.principal, Q.kind, Q.window_start],
+            set_={"used": Q.used + amount},
+            where=None if limit is None else (Q.used + amount <= limit),
+        ).returning(Q.used)
+
+        async def work(session: AsyncSession) -> bool:
+            used = (await session.execute(statement)).scalar_one_or_none()
+            if used is None:
+                return False
+            if used == amount and window is QuotaWindow.CALLS_PER_MINUTE:
+                await session.execute(
+                    delete(Q).where(Q.principal == principal, Q.window_start < start - _KEEP)
+                )
+            return True
+
+        return await run_transaction(self._sessions, work)
+
+    async def used(self, principal: str, window: QuotaWindow, start: datetime) -> int:
+        query = select(Q.used).where(
+            Q.principal == principal, Q.kind == window.value, Q.window_start == start
+        )
+
+        async def work(session: AsyncSession) -> int:
+            return int((await session.execute(query)).scalar_one_or_none() or 0)
+
+        return await run_transaction(self._sessions, work, write=False)
