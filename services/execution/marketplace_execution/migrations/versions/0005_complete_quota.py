@@ -1,7 +1,7 @@
 """complete_quota: Complete's per-principal counters (calls per minute, tokens per day)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-29
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from marketplace_execution.storage.tables import UtcDateTime
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
