@@ -19,12 +19,17 @@
 //                      client and owner in turn): `make env` writes one to .env as
 //                      MARKETPLACE_ADMIN_TOKEN, or issue one with
 //                      `.venv/bin/python -m marketplace_common.auth new-token --role admin --subject tour`.
+//   MARKETPLACE_TLS_CA_FILE  a PEM trust root: connect with TLS (services started with
+//                      *_TLS_CERT_FILE / *_TLS_KEY_FILE); plaintext when unset.
+//   MARKETPLACE_TLS_CERT_FILE, MARKETPLACE_TLS_KEY_FILE  a client certificate and key
+//                      for mutual TLS (services started with *_TLS_CLIENT_CA_FILE).
 // docs/clients.md explains the retries, the error details and the other languages.
 // Calls that fail with UNAVAILABLE or ABORTED are retried after the server's
 // RetryInfo delay with the very same request (same request_id / event_id).
 // Exits 0 after the tour, 1 at the first unexpected answer.
 
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
@@ -40,6 +45,7 @@ import { codeName, connect, describeError, enumName, errorDetails, withRetry } f
 const BIDS_TARGET = process.env.BIDS_TARGET || "127.0.0.1:50051";
 const EXECUTION_TARGET = process.env.EXECUTION_TARGET || "127.0.0.1:50052";
 const TOKEN = process.env.MARKETPLACE_TOKEN || undefined;
+const TLS_CA_FILE = process.env.MARKETPLACE_TLS_CA_FILE || undefined;
 const TERMINAL = new Set([ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED]);
 
 class TourError extends Error {}
@@ -178,11 +184,24 @@ async function deliver(bids, task, finished) {
   check(delivery.result === finished.result, "the delivery's result is not the execution's");
 }
 
+/** TLS credentials from the MARKETPLACE_TLS_* files, or undefined for plaintext. */
+function credentials() {
+  if (!TLS_CA_FILE) return undefined;
+  const read = (name) => (process.env[name] ? readFileSync(process.env[name]) : null);
+  return grpc.credentials.createSsl(
+    readFileSync(TLS_CA_FILE),
+    read("MARKETPLACE_TLS_KEY_FILE"),
+    read("MARKETPLACE_TLS_CERT_FILE"),
+  );
+}
+
 async function main() {
   const who = TOKEN ? "with the bearer token from MARKETPLACE_TOKEN" : "without a token";
-  console.log(`tour: bids at ${BIDS_TARGET}, execution at ${EXECUTION_TARGET}, ${who}`);
-  const bids = connect(BidService, BIDS_TARGET, { token: TOKEN });
-  const execution = connect(ExecutionService, EXECUTION_TARGET, { token: TOKEN });
+  const how = TLS_CA_FILE ? "TLS" : "plaintext";
+  console.log(`tour: bids at ${BIDS_TARGET}, execution at ${EXECUTION_TARGET}, ${how}, ${who}`);
+  const options = { token: TOKEN, credentials: credentials() };
+  const bids = connect(BidService, BIDS_TARGET, options);
+  const execution = connect(ExecutionService, EXECUTION_TARGET, options);
   try {
     const jobId = `job-${randomUUID().slice(0, 8)}`;
     const bid = await placeBid(bids, jobId);

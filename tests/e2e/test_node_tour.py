@@ -18,12 +18,18 @@ import pytest
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace_common.auth import hash_token
 from service_processes import Stack, clean_environment, running_stack
+from tls_support import Pki, make_pki
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOUR = ROOT / "examples" / "node" / "tour.mjs"
-TOUR_VARIABLES = ("MARKETPLACE_TOKEN",)
+TOUR_VARIABLES = (
+    "MARKETPLACE_TOKEN",
+    "MARKETPLACE_TLS_CA_FILE",
+    "MARKETPLACE_TLS_CERT_FILE",
+    "MARKETPLACE_TLS_KEY_FILE",
+)
 TOUR_TIMEOUT_S = 60.0
 RESULT = "Offline answer to: Write a haiku About gRPC"
 UUID = r"[0-9a-f-]{36}"
@@ -44,22 +50,20 @@ def _command() -> list[str]:
     return [_node(), str(TOUR)]
 
 
-def _environment(stack: Stack, token: str | None = None) -> dict[str, str]:
-    env = {
+def _environment(stack: Stack, **extra: str) -> dict[str, str]:
+    return {
         **clean_environment(TOUR_VARIABLES),
         "BIDS_TARGET": stack.bids.target,
         "EXECUTION_TARGET": stack.execution.target,
+        **extra,
     }
-    if token is not None:
-        env["MARKETPLACE_TOKEN"] = token
-    return env
 
 
-def _run_tour(stack: Stack, token: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run_tour(stack: Stack, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         _command(),
         cwd=ROOT,
-        env=_environment(stack, token),
+        env=_environment(stack, **extra),
         capture_output=True,
         text=True,
         timeout=TOUR_TIMEOUT_S,
@@ -136,7 +140,7 @@ def test_tour_sends_the_token_of_marketplace_token_as_a_bearer(stack_with_tokens
     assert refused.returncode == 1, refused.stdout
     assert "tour: FAILED: UNAUTHENTICATED" in refused.stderr, refused.stderr
 
-    run = _run_tour(stack, ADMIN_TOKEN)
+    run = _run_tour(stack, MARKETPLACE_TOKEN=ADMIN_TOKEN)
 
     report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}\n{stack.logs()}"
     assert run.returncode == 0, report
@@ -194,3 +198,33 @@ def test_tour_watches_again_after_the_retry_info_delay_when_the_service_restarts
     assert out.rstrip().endswith("tour: OK"), report
     task = _bids_task(stack, _task_of(out))
     assert (task.status, task.result) == (bids_pb2.TASK_STATUS_COMPLETED, RESULT)
+
+
+@pytest.fixture
+def tls_stack(tmp_path: Path) -> Iterator[tuple[Stack, Pki]]:
+    """Both services serve TLS; the execution service trusts the CA for its calls to bids."""
+    pki = make_pki(tmp_path)
+    server = {"TLS_CERT_FILE": str(pki.server.cert), "TLS_KEY_FILE": str(pki.server.key)}
+    with running_stack(
+        tmp_path,
+        grace_s=5.0,
+        bids_settings={f"BIDS_{k}": v for k, v in server.items()},
+        execution_settings={
+            **{f"EXECUTION_{k}": v for k, v in server.items()},
+            "EXECUTION_BIDS_TLS_CA_FILE": str(pki.ca),
+        },
+        root_certificates=pki.ca_pem,
+    ) as running:
+        yield running, pki
+
+
+def test_tour_connects_with_tls_when_given_a_trust_root(tls_stack: tuple[Stack, Pki]) -> None:
+    stack, pki = tls_stack
+
+    run = _run_tour(stack, MARKETPLACE_TLS_CA_FILE=str(pki.ca))
+
+    report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}\n{stack.logs()}"
+    assert run.returncode == 0, report
+    assert f"execution at {stack.execution.target}, TLS, without a token" in run.stdout
+    assert run.stdout.rstrip().endswith("tour: OK"), report
+    assert f'for alice@example.com: "{RESULT}"' in run.stdout

@@ -51,6 +51,8 @@ class ServiceProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes]
+    root_certificates: bytes | None = None
+    """The CA to trust when the service serves TLS (None: plaintext)."""
 
     @property
     def target(self) -> str:
@@ -61,7 +63,12 @@ class ServiceProcess:
 
     def wait_until_serving(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
+        if self.root_certificates is None:
+            channel = grpc.insecure_channel(self.target)
+        else:
+            tls = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+            channel = grpc.secure_channel(self.target, tls)
+        with channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -94,8 +101,14 @@ class ServiceProcess:
             self.proc.wait()
 
 
-def start_service(name: str, settings: Mapping[str, str], workdir: Path) -> ServiceProcess:
-    """Starts ``name`` (bids-service or execution-service); ``settings`` must hold its port."""
+def start_service(
+    name: str,
+    settings: Mapping[str, str],
+    workdir: Path,
+    root_certificates: bytes | None = None,
+) -> ServiceProcess:
+    """Starts ``name`` (bids-service or execution-service); ``settings`` must hold its port;
+    ``root_certificates`` is the CA to trust when the settings turn TLS on."""
     port_key = "BIDS_GRPC_PORT" if name == "bids-service" else "EXECUTION_GRPC_PORT"
     log_path = workdir / f"{name}-{settings[port_key]}.log"
     with log_path.open("ab") as log:
@@ -106,7 +119,7 @@ def start_service(name: str, settings: Mapping[str, str], workdir: Path) -> Serv
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return ServiceProcess(name, int(settings[port_key]), log_path, proc)
+    return ServiceProcess(name, int(settings[port_key]), log_path, proc, root_certificates)
 
 
 @dataclass
@@ -123,7 +136,12 @@ class Stack:
         """SIGTERM the execution service, then start it again on the same port and database."""
         code, _ = self.execution.terminate(wait)
         assert code == 0, self.logs()
-        self.execution = start_service("execution-service", self.execution_settings, self.workdir)
+        self.execution = start_service(
+            "execution-service",
+            self.execution_settings,
+            self.workdir,
+            self.execution.root_certificates,
+        )
         self.execution.wait_until_serving()
 
 
@@ -134,9 +152,11 @@ def running_stack(
     grace_s: float,
     bids_settings: Mapping[str, str] | None = None,
     execution_settings: Mapping[str, str] | None = None,
+    root_certificates: bytes | None = None,
 ) -> Iterator[Stack]:
     """Both services serving on free ports, each with its own SQLite file in ``workdir``;
-    killed on exit if still running. Extra settings are added to (or replace) the defaults."""
+    killed on exit if still running. Extra settings are added to (or replace) the defaults;
+    ``root_certificates``: the CA to trust when they turn TLS on."""
     grace = str(grace_s)
     bids = start_service(
         "bids-service",
@@ -148,6 +168,7 @@ def running_stack(
             **(bids_settings or {}),
         },
         workdir,
+        root_certificates,
     )
     stack: Stack | None = None
     try:
@@ -161,7 +182,7 @@ def running_stack(
             "EXECUTION_LLM_PROVIDER": "offline",
             **(execution_settings or {}),
         }
-        execution = start_service("execution-service", settings, workdir)
+        execution = start_service("execution-service", settings, workdir, root_certificates)
         stack = Stack(bids, execution, settings, workdir)
         stack.execution.wait_until_serving()
         yield stack
