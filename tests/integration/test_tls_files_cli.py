@@ -11,10 +11,10 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def serve(prog: str, **env: str) -> subprocess.CompletedProcess[str]:
+def serve(prog: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("BIDS_", "EXECUTION_"))}
     return subprocess.run(
-        [str(BIN / prog), "serve", "--migrate"],
+        [str(BIN / prog), "serve", *args],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -37,6 +37,7 @@ def test_bids_with_a_certificate_file_that_is_not_pem_refuses(
     junk.write_text("not a certificate")
     result = serve(
         "bids-service",
+        "--migrate",
         BIDS_DATABASE_URL=sqlite_url,
         BIDS_GRPC_PORT="0",
         BIDS_METRICS_PORT="0",
@@ -49,6 +50,7 @@ def test_bids_with_a_certificate_file_that_is_not_pem_refuses(
 
 
 def test_execution_with_a_missing_bids_ca_file_refuses(sqlite_url: str, tmp_path: Path) -> None:
+    # Checked before the database is even looked at (no migration needed).
     result = serve(
         "execution-service",
         EXECUTION_DATABASE_URL=sqlite_url,
