@@ -43,6 +43,7 @@ from marketplace_common.client import read_pem
 from marketplace_common.interceptors import default_interceptors
 from marketplace_common.logging import get_logger
 from marketplace_common.metrics import GrpcServerMetrics, MetricsHttpServer, start_metrics_server
+from marketplace_common.ports import check_port_free
 from marketplace_common.settings import ServiceSettings
 
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -200,6 +201,19 @@ class GrpcServer:
         """
         settings = self.settings
         address = _address(settings.grpc_host, settings.grpc_port)
+        prefix = str(settings.model_config.get("env_prefix", "")).upper()
+        metrics_host = settings.metrics_host or settings.grpc_host
+        # Said plainly before gRPC tries (its own failure is a log line of the C core).
+        check_port_free(
+            settings.grpc_host, settings.grpc_port, what="gRPC", setting=f"{prefix}GRPC_PORT"
+        )
+        if settings.metrics_port:
+            check_port_free(
+                metrics_host,
+                settings.metrics_port,
+                what="metrics",
+                setting=f"{prefix}METRICS_PORT",
+            )
         credentials = server_credentials(settings)
         try:
             if credentials is None:
@@ -215,10 +229,14 @@ class GrpcServer:
         for name in self._health_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if settings.metrics_port:
-            host = settings.metrics_host or settings.grpc_host
-            self._metrics_http = start_metrics_server(
-                self.metrics.registry, host, settings.metrics_port
-            )
+            try:
+                self._metrics_http = start_metrics_server(
+                    self.metrics.registry, metrics_host, settings.metrics_port
+                )
+            except OSError as exc:
+                await self.server.stop(None)
+                address = _address(metrics_host, settings.metrics_port)
+                raise OSError(f"cannot listen on {address} (metrics): {exc.strerror}") from exc
         self.log.info(
             "server.started",
             address=_address(settings.grpc_host, port),

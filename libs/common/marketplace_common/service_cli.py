@@ -138,6 +138,10 @@ class ServiceCli(Generic[S]):
             server, port = await self.create_server(settings)
         except refusals as exc:
             return self._refuse(exc)
+        except OSError as exc:
+            # A port in use (the message names the setting that moves it) or a bind
+            # address this host does not have: one line, no trace.
+            return self._refuse(exc)
         self._log().info(
             f"{self.event_prefix}.serving",
             port=port,
