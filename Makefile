@@ -28,6 +28,7 @@ lint: $(DEV_STAMP) $(BUF)
 	$(BIN)/mypy
 	$(BUF) lint
 	bash scripts/buf_breaking.sh
+	bash scripts/check_deploy.sh
 
 pytest: $(DEV_STAMP) $(BUF)
 	$(BIN)/pytest

@@ -2,7 +2,7 @@
 
 Runs with any Python 3.11+, no virtualenv and no image needed:
 
-    python3 scripts/make_env.py                      # ./.env for docker compose
+    python3 scripts/make_env.py                      # ./.env for docker compose (+ DB password)
     python3 scripts/make_env.py --k8s deploy/k8s/overlays/prod/secrets \\
         --bids-database-url postgresql+asyncpg://bids:PASSWORD@db:5432/marketplace \\
         --execution-database-url postgresql+asyncpg://execution:PASSWORD@db:5432/marketplace_execution
@@ -69,6 +69,8 @@ def write_compose_env(path: Path, *, force: bool) -> None:
     service_token, admin_token = new_token(), new_token()
     values = secret_values(service_token, admin_token)
     lines = ["# Made by scripts/make_env.py (make env). Secret: do not commit."]
+    # The compose PostgreSQL's password (docker-compose.yml builds the database URLs).
+    lines.append(f"POSTGRES_PASSWORD={secrets.token_hex(16)}")
     for settings in values.values():
         lines += [f"{name}={value}" for name, value in settings.items()]
     lines.append("# The operator's raw token (role admin), for grpcurl; no service reads it.")
