@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 BUF := node_modules/.bin/buf
 
-.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution freeze clean
+.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution bench-queue freeze clean
 
 ## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
 run: $(RUNTIME_STAMP)
@@ -52,6 +52,11 @@ bench-bids: $(DEV_STAMP)
 
 bench-execution: $(DEV_STAMP)
 	$(BIN)/python bench/execution_bench.py
+
+## bench-queue: the execution queue beside procrastinate and PgQueuer on PostgreSQL (127.0.0.1:5432)
+bench-queue: $(DEV_STAMP)
+	$(PIP_INSTALL) -e '.[dev,queue-bench]'
+	$(BIN)/python bench/queue_compare.py
 
 ## freeze: rewrite the pins after changing dependencies in pyproject.toml
 freeze: $(DEV_STAMP)

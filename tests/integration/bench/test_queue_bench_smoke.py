@@ -1,0 +1,55 @@
+"""Smoke test of bench/queue_compare.py: the execution queue's side runs end to end.
+
+procrastinate and PgQueuer are an optional extra (``make bench-queue``), so
+only the hand-made queue is measured here: enqueue, claim, decide and finish
+through the real store on PostgreSQL, every job exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH_FILE = Path(__file__).resolve().parents[3] / "bench" / "queue_compare.py"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("queue_compare", BENCH_FILE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_execution_queue_processes_every_job_exactly_once(
+    bench: ModuleType, pg_url: str
+) -> None:
+    result = await bench.bench_ours(pg_url, 40, 4)
+
+    assert result.queue == "ours"
+    assert result.jobs == 40
+    assert 0 < result.process_rate < math.inf
+    assert 0 < result.enqueue_rate < math.inf
+    # at least create, claim, decide and finish commit a transaction each
+    assert result.enqueue_xacts >= 40
+    assert result.process_xacts >= 3 * 40
+    table = bench.report([result], 4)
+    assert "40 no-op jobs, concurrency 4" in table
+    row = table.splitlines()[-1].split()
+    assert row[0] == "ours"
+    assert row[3] == "1.00x"
+
+
+def test_a_job_done_twice_or_lost_fails_the_run(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit, match="41 jobs done, expected exactly 40"):
+        bench._check("ours", 41, 40)
