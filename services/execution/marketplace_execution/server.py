@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from marketplace_execution.api.bids_client import GrpcBidsGateway
 from marketplace_execution.api.servicer import DOMAIN, SERVICE_NAME, ExecutionServicer
 from marketplace_execution.domain.events import EventBus
+from marketplace_execution.domain.execution_metrics import ExecutionMetrics, QueueMonitor
 from marketplace_execution.domain.ports import JobRunner
 from marketplace_execution.domain.quota import CompleteQuota, QuotaLimits
 from marketplace_execution.domain.reporting import ReportPolicy
@@ -106,10 +107,11 @@ async def create_server(
     )
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
     metrics = GrpcServerMetrics()
+    work_metrics = ExecutionMetrics(metrics.registry)
     llm = build_llm_stack(settings, metrics.registry)
     runner = job_runner or llm.runner
     bus = EventBus()
-    pool = _pool(settings, store, bids, runner, bus)
+    pool = _pool(settings, store, bids, runner, bus, work_metrics)
     service = ExecutionService(
         store=store,
         bids=bids,
@@ -144,6 +146,10 @@ async def create_server(
     port = await server.start()
     if pool is not None:
         pool.start()
+    if settings.queue_metrics_seconds > 0:
+        monitor = QueueMonitor(store, work_metrics, utcnow, settings.queue_metrics_seconds)
+        monitor.start()
+        server.add_shutdown_hook(monitor.stop)
     return handle, port
 
 
@@ -172,6 +178,7 @@ def _pool(
     bids: GrpcBidsGateway,
     runner: JobRunner,
     bus: EventBus,
+    metrics: ExecutionMetrics,
 ) -> WorkerPool | None:
     if settings.workers == 0:
         return None
@@ -184,6 +191,7 @@ def _pool(
         now=utcnow,
         report_policy=ReportPolicy(),
         store_retry=StoreRetryPolicy(budget_seconds=settings.lease_seconds),
+        metrics=metrics,
     )
     config = WorkerConfig(
         concurrency=settings.workers,

@@ -91,6 +91,9 @@ class ExecutionSettings(ServiceSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """Lease renewal; also how soon a cancellation made through another replica is seen."""
     poll_seconds: float = Field(default=1.0, gt=0)
+    queue_metrics_seconds: float = Field(default=5.0, ge=0)
+    """How often the queue gauges (``execution_queue_depth``, ``..._oldest_age_seconds``)
+    are read from the database; 0 turns them off."""
     db_pool_size: int | None = Field(default=None, ge=1, le=1000)
     """Pooled database connections (plus 10 overflow). None: ``min(max(workers, 5), 20)``.
 

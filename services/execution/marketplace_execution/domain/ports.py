@@ -34,6 +34,23 @@ class LeaseRenewal:
     cancel_requested: frozenset[uuid.UUID]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Executions waiting for a worker, and since when the longest-waiting one waits."""
+
+    depth: int
+    oldest_waiting_since: datetime | None
+
+
+class Claimed(list[uuid.UUID]):
+    """The executions a claim took, and how many of them it took over from another
+    worker whose lease had expired (the rest were free)."""
+
+    def __init__(self, ids: Sequence[uuid.UUID] = (), taken_over: int = 0) -> None:
+        super().__init__(ids)
+        self.taken_over = taken_over
+
+
 class ExecutionStore(Protocol):
     """Durable executions and attempts. Worker writes are fenced on ``owner``: a worker that
     no longer holds the lease gets LeaseLostError and must stop."""
@@ -69,10 +86,12 @@ class ExecutionStore(Protocol):
         ExecutionNotActiveError if it already finished or its outcome is decided."""
         ...
 
-    async def claim(
-        self, owner: str, limit: int, now: datetime, lease_seconds: float
-    ) -> list[uuid.UUID]:
+    async def claim(self, owner: str, limit: int, now: datetime, lease_seconds: float) -> Claimed:
         """Takes the lease of up to ``limit`` executions that need a worker."""
+        ...
+
+    async def queue_stats(self, now: datetime) -> QueueStats:
+        """The executions a claim at ``now`` could take: how many, and the oldest."""
         ...
 
     async def renew(

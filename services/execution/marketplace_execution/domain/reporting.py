@@ -37,14 +37,17 @@ async def call_until_landed(
     execution_id: uuid.UUID,
     policy: ReportPolicy,
     rng: random.Random | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> AgentError | None:
     """Runs ``fn`` until it succeeds (None) or fails for good (the error, not raised).
 
     TRANSIENT errors are retried with full-jitter backoff, or the server's delay
-    capped by ``policy.max_delay``.
+    capped by ``policy.max_delay``; ``on_retry(what)`` is called before each retry.
     """
 
     def log_retry(plan: WaitPlan) -> None:
+        if on_retry is not None:
+            on_retry(what)
         _log.info(
             "execution.bids_call_retry",
             call=what,

@@ -33,6 +33,7 @@ from marketplace_common.errors import AgentError, ErrorType
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.events import EventBus
+from marketplace_execution.domain.execution_metrics import ExecutionMetrics
 from marketplace_execution.domain.models import (
     AttemptView,
     Execution,
@@ -69,6 +70,7 @@ class RunContext:
     now: Callable[[], datetime]
     report_policy: ReportPolicy
     store_retry: StoreRetryPolicy = field(default_factory=StoreRetryPolicy)
+    metrics: ExecutionMetrics = field(default_factory=ExecutionMetrics)
 
 
 class ExecutionRun:
@@ -79,6 +81,8 @@ class ExecutionRun:
         self._execution = execution
         self._work: asyncio.Task[Execution] | None = None
         self.stop_reason: StopReason | None = None
+        self.lease_lost = False
+        """True once the run stopped because another worker holds the lease."""
         # StartTask was refused (the task is not ours to fail): finish without FailTask.
         self._start_refused = False
 
@@ -146,11 +150,13 @@ class ExecutionRun:
     async def _decided_elsewhere(self) -> Execution | None:
         """After an interruption: the execution if it is still ours and cancelled, else None."""
         if self.stop_reason is StopReason.LEASE_LOST:
+            self.lease_lost = True
             return None
         eid = self._execution.execution_id
         execution = await self._stored("get", lambda: self._ctx.store.get(eid))
         if execution.lease_owner != self._ctx.owner or execution.outcome is None:
             _log.info("execution.lease_lost", execution_id=str(execution.execution_id))
+            self.lease_lost = True
             return None
         return execution
 
@@ -163,6 +169,7 @@ class ExecutionRun:
             what="StartTask",
             execution_id=ex.execution_id,
             policy=self._ctx.report_policy,
+            on_retry=self._ctx.metrics.count_bids_call_retry,
         )
         if start_error is not None:
             self._start_refused = True
@@ -291,6 +298,7 @@ class ExecutionRun:
             what=what,
             execution_id=self._execution.execution_id,
             policy=self._ctx.report_policy,
+            on_retry=self._ctx.metrics.count_bids_call_retry,
         )
 
     async def _stored(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -307,6 +315,7 @@ class ExecutionRun:
         )
         self._publish_status(previous)
         final = self._execution
+        self._ctx.metrics.count_finished(final.status.value)
         _log.info(
             "execution.finished",
             execution_id=str(final.execution_id),

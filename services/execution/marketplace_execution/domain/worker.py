@@ -181,6 +181,8 @@ class WorkerPool:
             ids = await self._ctx.store.claim(
                 self.owner, free, self._ctx.now(), self._config.lease_seconds
             )
+            if ids.taken_over:
+                self._ctx.metrics.takeovers.inc(ids.taken_over)
         except AgentError as exc:
             _log.warning("worker_pool.claim_failed", reason=exc.reason, message=exc.message)
             return 0
@@ -260,12 +262,15 @@ class WorkerPool:
                 if execution.cancel_requested:
                     run.interrupt(StopReason.CANCELLED)
                 await run.run()
+            if run.lease_lost:
+                self._ctx.metrics.lease_lost.inc()
         except asyncio.CancelledError:
             log.info("execution.released", reason="worker stopping")
             await asyncio.shield(self._release(execution_id))
             raise
         except LeaseLostError:
             log.info("execution.lease_lost")
+            self._ctx.metrics.lease_lost.inc()
         except AgentError as exc:
             # The database failed us for longer than the store retry budget (a
             # TRANSIENT error: the run decides FAILED on anything else). The lease

@@ -22,7 +22,7 @@ from typing import Any
 
 from marketplace_common.db import run_transaction
 from marketplace_common.errors import ErrorType
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -46,7 +46,7 @@ from marketplace_execution.domain.models import (
     Outcome,
 )
 from marketplace_execution.domain.paging import PageCursor
-from marketplace_execution.domain.ports import LeaseRenewal
+from marketplace_execution.domain.ports import Claimed, LeaseRenewal, QueueStats
 from marketplace_execution.storage.convert import attempt_row, execution_view, new_row
 from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
 
@@ -206,23 +206,22 @@ class SqlExecutionStore:
 
     # --- worker writes --------------------------------------------------
 
-    async def claim(
-        self, owner: str, limit: int, now: datetime, lease_seconds: float
-    ) -> list[uuid.UUID]:
+    async def claim(self, owner: str, limit: int, now: datetime, lease_seconds: float) -> Claimed:
         claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
 
-        async def fn(session: AsyncSession) -> list[uuid.UUID]:
-            ids = list(
-                await session.scalars(
-                    select(E.execution_id)
+        async def fn(session: AsyncSession) -> Claimed:
+            rows = list(
+                await session.execute(
+                    select(E.execution_id, E.lease_owner)
                     .where(claimable)
                     .order_by(E.lease_expires_at)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )
             )
-            if not ids:
-                return []
+            if not rows:
+                return Claimed()
+            ids = [row.execution_id for row in rows]
             await session.execute(
                 update(E)
                 .where(E.execution_id.in_(ids), claimable)
@@ -233,7 +232,22 @@ class SqlExecutionStore:
                 )
                 .execution_options(synchronize_session=False)
             )
-            return ids
+            # A lease that expired in another worker's hands (a release clears the owner).
+            taken_over = sum(1 for row in rows if row.lease_owner not in (None, owner))
+            return Claimed(ids, taken_over)
+
+        return await run_transaction(self._sessionmaker, fn)
+
+    async def queue_stats(self, now: datetime) -> QueueStats:
+        claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
+
+        async def fn(session: AsyncSession) -> QueueStats:
+            row = (
+                await session.execute(
+                    select(func.count(), func.min(E.lease_expires_at)).where(claimable)
+                )
+            ).one()
+            return QueueStats(depth=int(row[0]), oldest_waiting_since=row[1])
 
         return await run_transaction(self._sessionmaker, fn)
 
