@@ -51,10 +51,10 @@ from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
 from marketplace_common.retrying import RetryPolicy, backoff_delay
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.output_validation import compile_schema, validate_output
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMRequest
+from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 from prometheus_client import CollectorRegistry
 
@@ -99,7 +99,7 @@ async def bench_pacing(runs: int, delay: float) -> PacingResult:
         OfflineProvider(),
         Pacer(PacingConfig(delay=delay, jitter=0.1), rng=random.Random(1)),
         RetryPolicy(),
-        metrics=LLMMetrics(CollectorRegistry()),
+        metrics=PrometheusLLMMetrics(CollectorRegistry()),
     )
     stored: list[LLMAttempt] = []
 
@@ -179,7 +179,7 @@ async def run_smart(faults: OfflineFaults, count: int) -> RetryResult:
         _policy(),
         clock=clock,
         rng=random.Random(7),
-        metrics=LLMMetrics(CollectorRegistry()),
+        metrics=PrometheusLLMMetrics(CollectorRegistry()),
     )
     succeeded = 0
     for request in _requests(count):

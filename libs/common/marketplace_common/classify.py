@@ -59,8 +59,9 @@ from marketplace_common.errors import (
     PermanentError,
     RateLimitedError,
     UnavailableError,
+    failure_code,
 )
-from marketplace_common.status import code_for, from_rpc_error
+from marketplace_common.status import from_rpc_error
 
 __all__ = [
     "as_agent_error",
@@ -250,7 +251,7 @@ def error_code(exc: BaseException) -> str:
     """A short code for records and logs: the gRPC code name, HTTP status, SQLSTATE or class."""
     try:
         if isinstance(exc, AgentError):
-            return code_for(exc).name
+            return failure_code(exc)
         if isinstance(exc, grpc.RpcError):
             code = exc.code()
             return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
@@ -269,7 +270,8 @@ def as_agent_error(exc: BaseException) -> AgentError:
     ``status.from_rpc_error``. Anything else is wrapped by its type (see
     ``categorize_exception``) into a kind whose message names no SQL, stack or
     value; ``retry_after`` is kept when the error carries a server-directed
-    delay. Callers should ``raise as_agent_error(e) from e`` to keep the cause.
+    delay, and ``origin_code`` is its ``error_code``. Callers should
+    ``raise as_agent_error(e) from e`` to keep the cause.
     """
     if isinstance(exc, AgentError):
         return exc
@@ -281,6 +283,7 @@ def as_agent_error(exc: BaseException) -> AgentError:
     except Exception:
         err = InternalError("Internal error.")
     err.retry_after = server_directed_delay(exc)
+    err.origin_code = error_code(exc)
     return err
 
 

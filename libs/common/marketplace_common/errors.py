@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import ClassVar
 
 
@@ -61,6 +62,9 @@ class AgentError(Exception):
         retry_after: seconds a server says to wait before retrying, if any.
         violations: the invalid fields, for validation failures.
         metadata: extra ErrorInfo metadata (string to string).
+        origin_code: the code of the failure this error was classified from
+            (HTTP status, SQLSTATE, exception class), for records and logs;
+            None for an error we raised ourselves.
     """
 
     error_type: ErrorType = ErrorType.FATAL
@@ -75,6 +79,7 @@ class AgentError(Exception):
         retry_after: float | None = None,
         violations: Sequence[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
+        origin_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -84,6 +89,7 @@ class AgentError(Exception):
         self.retry_after = retry_after
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
         self.metadata: dict[str, str] = dict(metadata or {})
+        self.origin_code = origin_code
 
     @property
     def retryable(self) -> bool:
@@ -219,3 +225,86 @@ class DataLossError(FatalError):
     """Stored data is corrupt or does not match its checks."""
 
     default_reason = "DATA_LOSS"
+
+
+# --- the status of each kind, and errors as the domain sees them -------------------
+
+STATUS_FOR_KIND: Mapping[type[AgentError], str] = MappingProxyType(
+    {
+        UnavailableError: "UNAVAILABLE",
+        ConflictError: "ABORTED",
+        RateLimitedError: "RESOURCE_EXHAUSTED",
+        DeadlineExceededError: "DEADLINE_EXCEEDED",
+        InvalidArgumentError: "INVALID_ARGUMENT",
+        NotFoundError: "NOT_FOUND",
+        AlreadyExistsError: "ALREADY_EXISTS",
+        FailedPreconditionError: "FAILED_PRECONDITION",
+        UnauthenticatedError: "UNAUTHENTICATED",
+        PermissionDeniedError: "PERMISSION_DENIED",
+        OutOfRangeError: "OUT_OF_RANGE",
+        LLMOutputInvalidError: "FAILED_PRECONDITION",
+        LLMFixableError: "FAILED_PRECONDITION",
+        InternalError: "INTERNAL",
+        DataLossError: "DATA_LOSS",
+        TransientError: "UNAVAILABLE",
+        PermanentError: "FAILED_PRECONDITION",
+        FatalError: "INTERNAL",
+    }
+)
+"""The gRPC status (by name) of each kind; the nearest class in the MRO wins.
+``marketplace_common.status`` turns the names into codes."""
+
+_STATUS_FOR_TYPE: Mapping[ErrorType, str] = MappingProxyType(
+    {
+        ErrorType.TRANSIENT: "UNAVAILABLE",
+        ErrorType.PERMANENT: "FAILED_PRECONDITION",
+        ErrorType.FATAL: "INTERNAL",
+        ErrorType.LLM_FIXABLE: "FAILED_PRECONDITION",
+    }
+)
+
+
+def status_name(err: AgentError) -> str:
+    """The gRPC status name for an error: its nearest kind in ``STATUS_FOR_KIND``.
+
+    A class deriving from ``AgentError`` directly falls back to its error type.
+    """
+    for cls in type(err).__mro__:
+        name = STATUS_FOR_KIND.get(cls)
+        if name is not None:
+            return name
+    return _STATUS_FOR_TYPE[err.error_type]
+
+
+# The adapters (storage, the BidService client, the LLM providers) classify the
+# failures of their libraries (``marketplace_common.classify``) and raise
+# AgentErrors; the domain reads them with the three functions below, which know
+# only the standard library's exceptions besides.
+
+
+def known_error(exc: BaseException) -> AgentError:
+    """``exc`` as an AgentError: itself, or the kind of a standard failure, else INTERNAL.
+
+    A ``TimeoutError`` (an ``asyncio.timeout`` of our own) is DEADLINE_EXCEEDED;
+    cancellation is PERMANENT (CANCELLED); anything else reached the domain
+    unclassified, a bug of ours, with a message that tells nothing of it.
+    """
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return DeadlineExceededError("A dependency did not answer in time.")
+    if not isinstance(exc, Exception):
+        return PermanentError("The operation was cancelled.", reason="CANCELLED")
+    return InternalError("Internal error.")
+
+
+def error_type_of(exc: BaseException) -> ErrorType:
+    """The ErrorType of ``exc`` as ``known_error`` sees it."""
+    return known_error(exc).error_type
+
+
+def failure_code(exc: BaseException) -> str:
+    """A short code for records and logs: the origin's code, the status name, or the class."""
+    if isinstance(exc, AgentError):
+        return exc.origin_code or status_name(exc)
+    return type(exc).__name__

@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from marketplace_common.errors import (
+    STATUS_FOR_KIND,
     AgentError,
     AlreadyExistsError,
     ConflictError,
@@ -46,6 +47,7 @@ from marketplace_common.errors import (
     TransientError,
     UnauthenticatedError,
     UnavailableError,
+    status_name,
 )
 
 __all__ = [
@@ -77,37 +79,9 @@ DEFAULT_RETRY_DELAY = 1.0
 _S = grpc.StatusCode
 
 CODE_FOR_KIND: Mapping[type[AgentError], grpc.StatusCode] = MappingProxyType(
-    {
-        UnavailableError: _S.UNAVAILABLE,
-        ConflictError: _S.ABORTED,
-        RateLimitedError: _S.RESOURCE_EXHAUSTED,
-        DeadlineExceededError: _S.DEADLINE_EXCEEDED,
-        InvalidArgumentError: _S.INVALID_ARGUMENT,
-        NotFoundError: _S.NOT_FOUND,
-        AlreadyExistsError: _S.ALREADY_EXISTS,
-        FailedPreconditionError: _S.FAILED_PRECONDITION,
-        UnauthenticatedError: _S.UNAUTHENTICATED,
-        PermissionDeniedError: _S.PERMISSION_DENIED,
-        OutOfRangeError: _S.OUT_OF_RANGE,
-        LLMOutputInvalidError: _S.FAILED_PRECONDITION,
-        LLMFixableError: _S.FAILED_PRECONDITION,
-        InternalError: _S.INTERNAL,
-        DataLossError: _S.DATA_LOSS,
-        TransientError: _S.UNAVAILABLE,
-        PermanentError: _S.FAILED_PRECONDITION,
-        FatalError: _S.INTERNAL,
-    }
+    {kind: grpc.StatusCode[name] for kind, name in STATUS_FOR_KIND.items()}
 )
-"""The kind of an error decides its code; the nearest class in the MRO wins."""
-
-_CODE_FOR_TYPE: Mapping[ErrorType, grpc.StatusCode] = MappingProxyType(
-    {
-        ErrorType.TRANSIENT: _S.UNAVAILABLE,
-        ErrorType.PERMANENT: _S.FAILED_PRECONDITION,
-        ErrorType.FATAL: _S.INTERNAL,
-        ErrorType.LLM_FIXABLE: _S.FAILED_PRECONDITION,
-    }
-)
+"""``errors.STATUS_FOR_KIND`` as codes: the kind of an error decides its code."""
 
 # Client side: which kind to rebuild for a code. FAILED_PRECONDITION is refined
 # by type and reason in _kind_for.
@@ -148,15 +122,8 @@ class RpcStatus(grpc.Status):
 
 
 def code_for(err: AgentError) -> grpc.StatusCode:
-    """The status code for an error: its nearest kind in ``CODE_FOR_KIND``.
-
-    A class deriving from ``AgentError`` directly falls back to its error type.
-    """
-    for cls in type(err).__mro__:
-        code = CODE_FOR_KIND.get(cls)
-        if code is not None:
-            return code
-    return _CODE_FOR_TYPE[err.error_type]
+    """The status code for an error (``errors.status_name``)."""
+    return grpc.StatusCode[status_name(err)]
 
 
 def _safe_message(err: AgentError, code: grpc.StatusCode) -> str:

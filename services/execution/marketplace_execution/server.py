@@ -34,7 +34,7 @@ from marketplace_execution.domain.run import RunContext
 from marketplace_execution.domain.service import ExecutionService, ServiceConfig
 from marketplace_execution.domain.store_retry import StoreRetryPolicy
 from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_owner_id
-from marketplace_execution.llm_wiring import LLMStack, build_llm_stack
+from marketplace_execution.llm.build import LLMStack, build_llm_stack
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.settings import ExecutionSettings, check_llm_provider_chosen
 from marketplace_execution.storage.quota import SqlQuotaStore

@@ -15,8 +15,8 @@ import structlog
 from marketplace_common.errors import ErrorType
 from marketplace_common.retrying import DelaySource, RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
-from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.llm.base import LLMRequest
+from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 from prometheus_client import CollectorRegistry
 
@@ -44,7 +44,7 @@ def make_runner(provider: OpenAIProvider, **policy: float) -> AttemptRunner:
     return AttemptRunner(
         provider,
         policy=RetryPolicy(**settings),  # type: ignore[arg-type]
-        metrics=LLMMetrics(CollectorRegistry()),
+        metrics=PrometheusLLMMetrics(CollectorRegistry()),
     )
 
 

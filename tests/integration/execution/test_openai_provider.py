@@ -14,7 +14,7 @@ from marketplace_common.classify import (
     error_code,
     server_directed_delay,
 )
-from marketplace_common.errors import ErrorType
+from marketplace_common.errors import AgentError, ErrorType
 from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 
@@ -33,9 +33,11 @@ async def provider(openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAIProvi
     await provider.aclose()
 
 
-async def _failure(provider: OpenAIProvider, request: LLMRequest | None = None) -> Exception:
-    with pytest.raises(openai.OpenAIError) as caught:
+async def _failure(provider: OpenAIProvider, request: LLMRequest | None = None) -> AgentError:
+    """The provider's error: classified (an AgentError), the client's own exception its cause."""
+    with pytest.raises(AgentError) as caught:
         await provider.complete_async(request or LLMRequest.from_prompt("hi"))
+    assert isinstance(caught.value.__cause__, openai.OpenAIError)
     return caught.value
 
 
@@ -129,8 +131,9 @@ async def test_a_call_past_its_timeout_is_transient(
 
     exc = await _failure(provider, LLMRequest.from_prompt("hi", timeout=0.3))
 
-    assert isinstance(exc, openai.APITimeoutError)
+    assert isinstance(exc.__cause__, openai.APITimeoutError)
     assert categorize_exception(exc) is ErrorType.TRANSIENT
+    assert error_code(exc) == "APITimeoutError"
 
 
 def test_repr_does_not_show_the_api_key() -> None:

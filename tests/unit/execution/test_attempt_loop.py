@@ -21,9 +21,9 @@ from marketplace_common.errors import (
 )
 from marketplace_common.retrying import DelaySource, RetryPolicy, SystemClock
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse
+from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def runner(
         RetryPolicy(**policy),  # type: ignore[arg-type]
         clock=clock,
         rng=random.Random(1),
-        metrics=LLMMetrics(registry or CollectorRegistry()),
+        metrics=PrometheusLLMMetrics(registry or CollectorRegistry()),
     )
 
 
@@ -307,7 +307,7 @@ async def test_cancellation_during_a_backoff_sleep_propagates_promptly() -> None
 async def test_cancellation_during_a_call_propagates_and_is_counted() -> None:
     registry = CollectorRegistry()
     provider = ScriptedProvider("late", delay=30.0)
-    attempt_runner = AttemptRunner(provider, metrics=LLMMetrics(registry))
+    attempt_runner = AttemptRunner(provider, metrics=PrometheusLLMMetrics(registry))
     task = asyncio.create_task(attempt_runner.run(prompt()))
     await provider.called.wait()
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from marketplace_execution.llm.build import build_provider
 from marketplace_execution.llm.openai_provider import OpenAIProvider
-from marketplace_execution.llm_wiring import build_provider
 from marketplace_execution.settings import (
     ExecutionSettings,
     ProviderNotChosenError,

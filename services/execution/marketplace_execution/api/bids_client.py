@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
+from marketplace_common.classify import as_agent_error
 from marketplace_common.client import call_timeout
 from marketplace_common.errors import (
     AgentError,
@@ -46,6 +47,10 @@ class GrpcBidsGateway:
             return await fn(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
+        except AgentError:
+            raise
+        except Exception as exc:  # the domain sees AgentErrors only
+            raise as_agent_error(exc) from exc
 
     async def get_task(self, task_id: uuid.UUID) -> TaskInfo:
         try:

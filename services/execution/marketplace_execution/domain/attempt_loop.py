@@ -41,7 +41,6 @@ from typing import Any
 
 from jsonschema.protocols import Validator
 from marketplace_common import tracing
-from marketplace_common.classify import as_agent_error, categorize_exception, error_code
 from marketplace_common.errors import (
     AgentError,
     DeadlineExceededError,
@@ -49,6 +48,9 @@ from marketplace_common.errors import (
     InvalidArgumentError,
     LLMFixableError,
     LLMOutputInvalidError,
+    error_type_of,
+    failure_code,
+    known_error,
 )
 from marketplace_common.logging import get_logger
 from marketplace_common.retrying import (
@@ -61,7 +63,7 @@ from marketplace_common.retrying import (
     delay_allowed,
 )
 
-from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics
+from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics, UncountedMetrics
 from marketplace_execution.domain.output_validation import (
     compile_schema,
     feedback_message,
@@ -185,7 +187,7 @@ class AttemptRunner:
         self._clock: Clock = clock or SystemClock()
         self.pacer = pacer or Pacer(clock=self._clock)
         self._rng = rng or random.Random()
-        self.metrics = metrics or LLMMetrics()
+        self.metrics: LLMMetrics = metrics or UncountedMetrics()
         self._log = get_logger(__name__).bind(provider=provider.name)
 
     async def run(
@@ -252,7 +254,7 @@ class AttemptRunner:
                 self.metrics.count_attempt(self.provider.name, NO_ERROR, "cancelled")
                 raise
             except Exception as exc:
-                error = as_agent_error(exc)
+                error = known_error(exc)
                 if error is not exc:
                     error.__cause__ = exc
                 return _Result(started_at, self._now(), paced, exc=exc, error=error)
@@ -289,7 +291,7 @@ class AttemptRunner:
         error, exc = result.error, result.exc
         if error is None or exc is None:
             return _Next(0.0, DelaySource.NONE)
-        error_type = categorize_exception(exc)
+        error_type = error_type_of(exc)
         if error_type is ErrorType.LLM_FIXABLE and isinstance(error, LLMFixableError):
             return self._next_after_fixable(run, error, result)
         run.last_violations = None  # "twice in a row" means consecutive attempts
@@ -338,7 +340,7 @@ class AttemptRunner:
         return AttemptRecord(
             number=run.number,
             error_type=None if error is None else error.error_type,
-            code="OK" if result.exc is None else error_code(result.exc),
+            code="OK" if result.exc is None else failure_code(result.exc),
             message="" if error is None else error.message,
             delay=following.delay,
             delay_source=following.source,

@@ -1,6 +1,6 @@
-"""Prometheus metrics of the attempt loop.
+"""The attempt loop's metrics port: what it counts, not where the counts go.
 
-``llm_attempts_total{provider, error_type, outcome}`` counts every provider
+``count_attempt(provider, error_type, outcome)`` is called once per provider
 call the loop made:
 
 * ``provider``: ``LLMProvider.name`` ("openai", "offline", ...).
@@ -10,29 +10,26 @@ call the loop made:
   loop tries again: a backoff retry or a re-ask), ``failed`` (failed, and the
   run ends with this error), ``cancelled`` (the run was cancelled mid-call).
 
-So ``sum(llm_attempts_total{outcome="failed", error_type="PERMANENT"})`` is
-the calls a blind retry would have repeated and smart retry did not.
+The service counts them in Prometheus (``marketplace_execution.llm.metrics``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from typing import Protocol
 
 NO_ERROR = "NONE"
 
 
-class LLMMetrics:
-    """The attempt-loop counters, registered in ``registry`` (a fresh one by default)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.attempts = Counter(
-            "llm_attempts_total",
-            "LLM provider calls made by the attempt loop, by provider, error type and outcome.",
-            ("provider", "error_type", "outcome"),
-            registry=self.registry,
-        )
+class LLMMetrics(Protocol):
+    """Where the attempt loop counts its provider calls."""
 
     def count_attempt(self, provider: str, error_type: str, outcome: str) -> None:
         """Count one provider call."""
-        self.attempts.labels(provider=provider, error_type=error_type, outcome=outcome).inc()
+        ...
+
+
+class UncountedMetrics:
+    """Counts nothing: the loop's default when nobody reads its counters."""
+
+    def count_attempt(self, provider: str, error_type: str, outcome: str) -> None:
+        """Drop the count."""

@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
-from marketplace_common.classify import as_agent_error
-from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.errors import AgentError, ErrorType, known_error
 from marketplace_common.retrying import Backoff, WaitPlan, retry_call
 
 _log = structlog.get_logger(__name__)
@@ -53,21 +52,21 @@ async def call_until_landed(
             call=what,
             execution_id=str(execution_id),
             attempt=plan.attempt,
-            reason=as_agent_error(plan.error).reason,
+            reason=known_error(plan.error).reason,
             delay=round(plan.delay, 3),
         )
 
     try:
         await retry_call(
             fn,
-            retry_on=lambda exc: as_agent_error(exc).error_type is ErrorType.TRANSIENT,
+            retry_on=lambda exc: known_error(exc).error_type is ErrorType.TRANSIENT,
             wait=Backoff(
                 policy.base_delay, policy.max_delay, rng or random.Random(), cap_directed=True
             ),
             before_wait=log_retry,
         )
     except Exception as exc:
-        err = as_agent_error(exc)
+        err = known_error(exc)
         _log.warning(
             "execution.bids_call_rejected",
             call=what,

@@ -28,8 +28,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import structlog
-from marketplace_common.classify import as_agent_error
-from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.errors import AgentError, ErrorType, known_error
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.events import EventBus
@@ -137,7 +136,7 @@ class ExecutionRun:
             error_type = ErrorType.FATAL
             message = (
                 "the execution failed on an internal error of the execution service "
-                f"({type(exc).__name__}: {as_agent_error(exc).message})"
+                f"({type(exc).__name__}: {known_error(exc).message})"
             )
         _log.error("execution.run_crashed", execution_id=eid, exc_info=exc)
         reason = exc.reason if isinstance(exc, AgentError) else "INTERNAL"

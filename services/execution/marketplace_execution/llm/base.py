@@ -3,9 +3,9 @@
 A provider does one call and nothing more: it never retries and never sleeps.
 The attempt loop (``marketplace_execution.domain.attempt_loop``) decides what
 to do with a failure, from the exception the provider raised: providers raise
-``AgentError`` subclasses (or let their client's exceptions through for
-``categorize_exception`` to classify), and put any server-directed delay in
-``AgentError.retry_after``.
+``AgentError`` subclasses only (their client's exceptions classified with
+``marketplace_common.classify.as_agent_error``), with any server-directed delay
+in ``AgentError.retry_after``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
 
 The official ``openai`` client runs with ``max_retries=0``: the attempt loop
-decides about retries. The client's exceptions are let through unchanged, so
-``categorize_exception`` and ``server_directed_delay`` (marketplace_common)
-see the real ``status_code`` and ``response.headers`` (``Retry-After``,
-``retry-after-ms``) and the attempt loop can record the HTTP status.
+decides about retries. The client's exceptions are classified here
+(``classify.as_agent_error``): the attempt loop gets an ``AgentError`` of the
+right type, with the delay the server asked for (``Retry-After``,
+``retry-after-ms``) in ``retry_after`` and the HTTP status (or the client's
+exception class) in ``origin_code``; the client's exception is its cause.
 
 The API key is held only by the client; it is never logged or shown in repr.
 """
@@ -16,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import openai
-from marketplace_common.errors import FailedPreconditionError, UnavailableError
+from marketplace_common.classify import as_agent_error
+from marketplace_common.errors import AgentError, FailedPreconditionError, UnavailableError
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
@@ -65,6 +67,14 @@ class OpenAIProvider(LLMProvider):
     async def complete_async(self, request: LLMRequest) -> LLMResponse:
         return await self._complete_with(self._client_for_running_loop(), request)
 
+    async def _complete_with(self, client: openai.AsyncOpenAI, request: LLMRequest) -> LLMResponse:
+        try:
+            return await self._ask(client, request)
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise as_agent_error(exc) from exc
+
     async def aclose(self) -> None:
         client, self._client, self._client_loop = self._client, None, None
         if client is not None:
@@ -95,7 +105,7 @@ class OpenAIProvider(LLMProvider):
             self._client_loop = loop
         return self._client
 
-    async def _complete_with(self, client: openai.AsyncOpenAI, request: LLMRequest) -> LLMResponse:
+    async def _ask(self, client: openai.AsyncOpenAI, request: LLMRequest) -> LLMResponse:
         messages: list[ChatCompletionMessageParam] = [
             {"role": m.role, "content": m.content}  # type: ignore[misc]
             for m in request.messages

@@ -1,24 +1,17 @@
-"""Builds the LLM side from the settings: provider, pacer, retry policy, attempt loop,
-and the adapter that lets the domain's worker and Complete use the attempt loop."""
+"""The JobRunner on the attempt loop: a job in, its attempts as the domain stores them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from marketplace_common.retrying import RetryPolicy
-from prometheus_client import CollectorRegistry
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.models import AttemptView
-from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMUsage
-from marketplace_execution.llm.offline import OFFLINE_MODEL, OfflineFaults, OfflineProvider
-from marketplace_execution.llm.openai_provider import OpenAIProvider
-from marketplace_execution.settings import ExecutionSettings
+from marketplace_execution.llm.base import LLMRequest, LLMUsage
 
 
 def attempt_view(attempt: LLMAttempt) -> AttemptView:
@@ -54,7 +47,7 @@ def _with_success_usage(
 
 
 class AttemptLoopJobRunner:
-    """The domain's JobRunner on E1's AttemptRunner."""
+    """The domain's JobRunner on the attempt loop (``AttemptRunner``)."""
 
     def __init__(self, runner: AttemptRunner, policy: RetryPolicy) -> None:
         self._runner = runner
@@ -96,66 +89,3 @@ class AttemptLoopJobRunner:
         if job.time_left is not None:
             deadline = job.time_left if deadline is None else min(deadline, job.time_left)
         return replace(self._policy, max_attempts=job.max_attempts, deadline=deadline)
-
-
-@dataclass
-class LLMStack:
-    """The provider and the attempt loop built on it."""
-
-    provider: LLMProvider
-    runner: AttemptLoopJobRunner
-    default_model: str
-
-    async def aclose(self) -> None:
-        await self.provider.aclose()
-
-
-def build_provider(settings: ExecutionSettings) -> tuple[LLMProvider, str]:
-    """The configured provider and its default model name."""
-    if settings.llm_provider == "openai":
-        if not settings.llm_model:
-            raise ValueError("EXECUTION_LLM_MODEL is required with the openai provider")
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-        provider: LLMProvider = OpenAIProvider(
-            model=settings.llm_model,
-            base_url=settings.llm_base_url or None,
-            api_key=key,
-            timeout=settings.llm_timeout_seconds,
-        )
-        return provider, settings.llm_model
-    faults = OfflineFaults(
-        transient=settings.llm_offline_transient_rate,
-        rate_limited=settings.llm_offline_rate_limited_rate,
-        permanent=settings.llm_offline_permanent_rate,
-        malformed=settings.llm_offline_malformed_rate,
-        seed=settings.llm_offline_seed,
-    )
-    offline = OfflineProvider(faults, latency=settings.llm_offline_latency_seconds)
-    return offline, settings.llm_model or OFFLINE_MODEL
-
-
-def build_llm_stack(
-    settings: ExecutionSettings, registry: CollectorRegistry | None = None
-) -> LLMStack:
-    """Provider, pacer and retry policy from the settings, wrapped for the domain.
-
-    The attempt counters go to ``registry`` (the server's, so /metrics shows them).
-    """
-    provider, default_model = build_provider(settings)
-    pacer = Pacer(
-        PacingConfig(
-            delay=settings.pacing_delay_seconds,
-            jitter=settings.pacing_jitter,
-            max_concurrency=settings.pacing_max_concurrency,
-            requests_per_minute=settings.pacing_requests_per_minute,
-        )
-    )
-    policy = RetryPolicy(
-        max_llm_fixable_attempts=settings.llm_max_llm_fixable_attempts,
-        base_delay=settings.llm_backoff_base_seconds,
-        max_delay=settings.llm_backoff_max_seconds,
-        deadline=settings.llm_deadline_seconds,
-    )
-    loop = AttemptRunner(provider, pacer, policy, metrics=LLMMetrics(registry))
-    runner = AttemptLoopJobRunner(loop, policy)
-    return LLMStack(provider, runner, default_model)
