@@ -242,6 +242,13 @@ MUTATING = frozenset({
     "CreateTask", "PlaceBid", "WithdrawBid", "AcceptBid", "RejectBid", "StartTask",
     "CompleteTask", "FailTask", "CreateDeliveryToken", "SubmitExecution", "CancelExecution",
 })  # fmt: skip
+# Methods that count a call against the caller's quota once it is admitted (past
+# authentication, permission and validation), whatever the run's outcome.
+COUNTED = frozenset({"Complete"})
+REFUSED_BEFORE_ADMISSION = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+})  # fmt: skip
 
 
 async def call(
@@ -275,8 +282,10 @@ async def call(
     assert outcome is not None
     services.codes[outcome.code.name] += 1
     ok = outcome.code is grpc.StatusCode.OK
+    counted = method.name in COUNTED and outcome.code not in REFUSED_BEFORE_ADMISSION
     await services.ledger.after(
-        f"{where} ({outcome.code.name})", may_change=ok and method.name in MUTATING and not replay
+        f"{where} ({outcome.code.name})",
+        may_change=(ok and method.name in MUTATING and not replay) or counted,
     )
     return outcome
 

@@ -100,14 +100,26 @@ class World:
             await ok(self.services, "AcceptBid", accept, "client")
         return bid_id
 
+    async def won_task(self) -> str:
+        """A PENDING task of alice's, from agent-1's accepted bid (agent-1 may submit it)."""
+        bid_id = await self.bid()
+        accept = bids_pb2.AcceptBidRequest(
+            bid_id=bid_id, event_id=self._key(), client_email=ALICE, title="won"
+        )
+        reply = await ok(self.services, "AcceptBid", accept, "client")
+        task_id = bids_pb2.AcceptBidResponse.FromString(reply).task.task_id
+        self.known_ids.append(task_id)
+        return task_id
+
     async def delivery_token(self, task_id: str) -> str:
         request = bids_pb2.CreateDeliveryTokenRequest(task_id=task_id)
         reply = await ok(self.services, "CreateDeliveryToken", request, "client")
         return bids_pb2.CreateDeliveryTokenResponse.FromString(reply).token
 
     async def execution(self) -> tuple[str, execution_pb2.SubmitExecutionRequest]:
-        """A SUCCEEDED execution run by the worker: (execution_id, its request)."""
-        task_id, _ = await self.task()
+        """A SUCCEEDED execution run by the worker on a task agent-1 won from alice:
+        (execution_id, its request)."""
+        task_id = await self.won_task()
         submit = execution_pb2.SubmitExecutionRequest(request_id=new_id(), task_id=task_id)
         reply = await ok(self.services, "SubmitExecution", submit, "agent")
         execution_id = execution_pb2.SubmitExecutionResponse.FromString(

@@ -170,7 +170,7 @@ async def _delivery_base(world: World) -> tuple[Message, str]:
 
 
 async def _submit_base(world: World) -> tuple[Message, str]:
-    task_id, _ = await world.task()
+    task_id = await world.won_task()  # agent-1 submits the task it won
     return execution_pb2.SubmitExecutionRequest(request_id=new_id(), task_id=task_id), "agent"
 
 

@@ -58,9 +58,10 @@ async def test_transitions_from_wrong_states_are_failed_precondition(
                      bids_pb2.StartTaskRequest(task_id=task_id, execution_id=new_id(),
                                                event_id=new_id()), "service",
                      FP, "TASK_NOT_PENDING"),
+                # A task created without a bid: a service submits it (docs/security.md).
                 Case(f"submit on {state}", "SubmitExecution",
                      execution_pb2.SubmitExecutionRequest(request_id=new_id(), task_id=task_id),
-                     "agent", FP, "TASK_NOT_PENDING"),
+                     "service", FP, "TASK_NOT_PENDING"),
             ]  # fmt: skip
         if state != "PROCESSING":
             cases += [
@@ -262,7 +263,6 @@ async def test_wrong_principals_are_refused_and_change_nothing(
         ("ListBids", bids_pb2.ListBidsRequest(agent_id="agent-1"), ["agent2", "service"]),
         ("ListBidEvents", bids_pb2.ListBidEventsRequest(bid_id=bid_id), ["agent2"]),
         ("SubmitExecution", submit_new, ["client", "bob"]),
-        ("CancelExecution", cancel, ["client"]),
         ("Complete", complete_llm, ["client"]),
     ]
     cases = [
@@ -282,6 +282,19 @@ async def test_wrong_principals_are_refused_and_change_nothing(
         for who in ("bob", "agent", "service")
     ]  # fmt: skip
     cases.append(Case("GetDelivery as alice", "GetDelivery", get_delivery, "client", OK))
+    # Not the execution's owner (alice's task, won by agent-1): the NOT_FOUND of an unknown id.
+    get_execution = execution_pb2.GetExecutionRequest(execution_id=execution_id)
+    cases += [
+        Case(f"{name} as {who}", name, request, who, NOT_FOUND, "EXECUTION_NOT_FOUND")
+        for name, request in (("CancelExecution", cancel), ("GetExecution", get_execution))
+        for who in ("bob", "agent2", "service")
+    ]
+    cases += [
+        Case("SubmitExecution by another agent", "SubmitExecution",
+             execution_pb2.SubmitExecutionRequest(request_id=new_id(),
+                                                  task_id=await world.won_task()),
+             "agent2", NOT_FOUND, "TASK_NOT_FOUND"),
+    ]  # fmt: skip
     cases.append(Case("SubmitExecution repeat as client", "SubmitExecution", submit, "client",
                       DENIED))  # fmt: skip
     await run_cases(services, cases)
