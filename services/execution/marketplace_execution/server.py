@@ -35,6 +35,7 @@ from marketplace_execution.domain.service import ExecutionService, ServiceConfig
 from marketplace_execution.domain.store_retry import StoreRetryPolicy
 from marketplace_execution.domain.worker import WorkerConfig, WorkerPool, new_owner_id
 from marketplace_execution.llm.build import LLMStack, build_llm_stack
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.settings import ExecutionSettings, check_llm_provider_chosen
 from marketplace_execution.storage.quota import SqlQuotaStore
@@ -107,7 +108,7 @@ async def create_server(
     )
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
     metrics = GrpcServerMetrics()
-    work_metrics = ExecutionMetrics(metrics.registry)
+    work_metrics = PrometheusExecutionMetrics(metrics.registry)
     llm = build_llm_stack(settings, metrics.registry)
     runner = job_runner or llm.runner
     bus = EventBus()

@@ -10,7 +10,8 @@ from typing import Any
 
 from marketplace.execution.v1 import execution_pb2 as pb
 from marketplace_common.db import create_engine, make_sessionmaker
-from marketplace_execution.domain.execution_metrics import ExecutionMetrics, QueueMonitor
+from marketplace_execution.domain.execution_metrics import QueueMonitor
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from marketplace_execution.server import ExecutionServer
 from marketplace_execution.storage.store import SqlExecutionStore
 from marketplace_execution.storage.tables import ExecutionRow
@@ -25,7 +26,7 @@ def sample(server: ExecutionServer, name: str, **labels: str) -> float:
     return server.grpc.metrics.value(name, **labels)
 
 
-def gauge(metrics: ExecutionMetrics, name: str) -> float | None:
+def gauge(metrics: PrometheusExecutionMetrics, name: str) -> float | None:
     return metrics.registry.get_sample_value(name)
 
 
@@ -43,7 +44,7 @@ async def test_queue_gauges_are_read_from_the_database_alike_on_every_replica(
         await store.create(new_execution(created_at=now - timedelta(seconds=age)))
     # A worker takes the oldest; its lease is good for a minute.
     assert len(await store.claim("worker-1", 1, now, 60.0)) == 1
-    replicas = [ExecutionMetrics(), ExecutionMetrics()]
+    replicas = [PrometheusExecutionMetrics(), PrometheusExecutionMetrics()]
     for metrics in replicas:
         await QueueMonitor(store, metrics, lambda: now, interval=60).refresh()
     for metrics in replicas:

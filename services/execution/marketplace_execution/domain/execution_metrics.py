@@ -1,4 +1,6 @@
-"""Prometheus metrics of the execution service's work (next to ``llm_metrics``).
+"""The execution service's work metrics: the port, and the queue monitor that feeds it.
+
+What is counted (``marketplace_execution.metrics`` exports it to Prometheus):
 
 * ``execution_queue_depth``: executions waiting for a worker (active, lease free),
   across every replica: read from the database every ``queue_metrics_seconds`` by
@@ -20,9 +22,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from marketplace_execution.domain.ports import ExecutionStore
 
@@ -32,54 +34,47 @@ FINAL_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
 BIDS_CALLS = ("StartTask", "CompleteTask", "FailTask", "GetTask")
 
 
-class ExecutionMetrics:
-    """The execution counters and queue gauges, in ``registry`` (fresh by default)."""
+class ExecutionMetrics(Protocol):
+    """Where the worker and the queue monitor count (the port; Prometheus behind it)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.queue_depth = Gauge(
-            "execution_queue_depth",
-            "Executions waiting for a worker (active, lease free), read from the database.",
-            registry=self.registry,
-        )
-        self.queue_oldest_age = Gauge(
-            "execution_queue_oldest_age_seconds",
-            "Seconds the longest-waiting execution has waited for a worker (0: none waits).",
-            registry=self.registry,
-        )
-        self.finished = Counter(
-            "executions_finished_total",
-            "Executions whose run ended here, by final status.",
-            ("status",),
-            registry=self.registry,
-        )
-        self.lease_lost = Counter(
-            "execution_lease_lost_total",
-            "Runs stopped because another worker took over their lease.",
-            registry=self.registry,
-        )
-        self.takeovers = Counter(
-            "execution_takeovers_total",
-            "Executions claimed from another worker whose lease had expired.",
-            registry=self.registry,
-        )
-        self.bids_call_retries = Counter(
-            "execution_bids_call_retries_total",
-            "Calls to BidService retried after a transient failure, by call.",
-            ("call",),
-            registry=self.registry,
-        )
-        # Every series exists from the start (0), so rate() and alerts see it.
-        for status in FINAL_STATUSES:
-            self.finished.labels(status)
-        for call in BIDS_CALLS:
-            self.bids_call_retries.labels(call)
+    def set_queue(self, depth: int, oldest_age_seconds: float) -> None:
+        """The queue as read from the database just now."""
+        ...
 
     def count_finished(self, status: str) -> None:
-        self.finished.labels(status).inc()
+        """One run ended with ``status`` (SUCCEEDED, FAILED, CANCELLED)."""
+        ...
+
+    def count_lease_lost(self) -> None:
+        """One run stopped because another worker holds its lease."""
+        ...
+
+    def count_takeovers(self, executions: int) -> None:
+        """A claim took ``executions`` over from expired leases of other workers."""
+        ...
 
     def count_bids_call_retry(self, call: str) -> None:
-        self.bids_call_retries.labels(call).inc()
+        """One call to BidService (``call``: StartTask, ...) is retried."""
+        ...
+
+
+class UncountedExecutionMetrics:
+    """Counts nothing: the default when nobody reads the counters."""
+
+    def set_queue(self, depth: int, oldest_age_seconds: float) -> None:
+        """Drop the values."""
+
+    def count_finished(self, status: str) -> None:
+        """Drop the count."""
+
+    def count_lease_lost(self) -> None:
+        """Drop the count."""
+
+    def count_takeovers(self, executions: int) -> None:
+        """Drop the count."""
+
+    def count_bids_call_retry(self, call: str) -> None:
+        """Drop the count."""
 
 
 class QueueMonitor:
@@ -102,10 +97,9 @@ class QueueMonitor:
         """Read the queue once and set the gauges (a failure keeps the last values)."""
         now = self._now()
         stats = await self._store.queue_stats(now)
-        self._metrics.queue_depth.set(stats.depth)
         waiting_since = stats.oldest_waiting_since
         age = 0.0 if waiting_since is None else max((now - waiting_since).total_seconds(), 0.0)
-        self._metrics.queue_oldest_age.set(age)
+        self._metrics.set_queue(stats.depth, age)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="execution-queue-metrics")

@@ -32,7 +32,10 @@ from marketplace_common.errors import AgentError, ErrorType, known_error
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.events import EventBus
-from marketplace_execution.domain.execution_metrics import ExecutionMetrics
+from marketplace_execution.domain.execution_metrics import (
+    ExecutionMetrics,
+    UncountedExecutionMetrics,
+)
 from marketplace_execution.domain.models import (
     AttemptView,
     Execution,
@@ -69,7 +72,7 @@ class RunContext:
     now: Callable[[], datetime]
     report_policy: ReportPolicy
     store_retry: StoreRetryPolicy = field(default_factory=StoreRetryPolicy)
-    metrics: ExecutionMetrics = field(default_factory=ExecutionMetrics)
+    metrics: ExecutionMetrics = field(default_factory=UncountedExecutionMetrics)
 
 
 class ExecutionRun:

@@ -182,7 +182,7 @@ class WorkerPool:
                 self.owner, free, self._ctx.now(), self._config.lease_seconds
             )
             if ids.taken_over:
-                self._ctx.metrics.takeovers.inc(ids.taken_over)
+                self._ctx.metrics.count_takeovers(ids.taken_over)
         except AgentError as exc:
             _log.warning("worker_pool.claim_failed", reason=exc.reason, message=exc.message)
             return 0
@@ -263,14 +263,14 @@ class WorkerPool:
                     run.interrupt(StopReason.CANCELLED)
                 await run.run()
             if run.lease_lost:
-                self._ctx.metrics.lease_lost.inc()
+                self._ctx.metrics.count_lease_lost()
         except asyncio.CancelledError:
             log.info("execution.released", reason="worker stopping")
             await asyncio.shield(self._release(execution_id))
             raise
         except LeaseLostError:
             log.info("execution.lease_lost")
-            self._ctx.metrics.lease_lost.inc()
+            self._ctx.metrics.count_lease_lost()
         except AgentError as exc:
             # The database failed us for longer than the store retry budget (a
             # TRANSIENT error: the run decides FAILED on anything else). The lease
