@@ -7,33 +7,15 @@ through the real store on PostgreSQL, every job exactly once.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH_FILE = Path(__file__).resolve().parents[3] / "bench" / "queue_compare.py"
+import queue_compare as bench  # bench/ is on the tests' pythonpath
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("queue_compare", BENCH_FILE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-async def test_the_execution_queue_processes_every_job_exactly_once(
-    bench: ModuleType, pg_url: str
-) -> None:
+async def test_the_execution_queue_processes_every_job_exactly_once(pg_url: str) -> None:
     result = await bench.bench_ours(pg_url, 40, 4)
 
     assert result.queue == "ours"
@@ -50,6 +32,6 @@ async def test_the_execution_queue_processes_every_job_exactly_once(
     assert row[3] == "1.00x"
 
 
-def test_a_job_done_twice_or_lost_fails_the_run(bench: ModuleType) -> None:
+def test_a_job_done_twice_or_lost_fails_the_run() -> None:
     with pytest.raises(SystemExit, match="41 jobs done, expected exactly 40"):
         bench._check("ours", 41, 40)
