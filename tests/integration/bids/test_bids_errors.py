@@ -245,10 +245,10 @@ async def test_expired_token_is_delivery_not_found_like_an_unknown_one(bids: Har
     assert (expired.message, expired.info.metadata) == (unknown.message, unknown.info.metadata)
 
 
-async def test_other_clients_task_is_permission_denied(bids: Harness) -> None:
+async def test_other_clients_task_is_not_found(bids: Harness) -> None:
     task = (await bids.as_("alice").CreateTask(create_task_request())).task
     d = await expect_error(bids.as_("bob").GetTask(bids_pb2.GetTaskRequest(task_id=task.task_id)))
-    assert_error(d, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "PERMANENT")
+    assert_error(d, grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND", "PERMANENT")
 
 
 async def test_missing_token_is_unauthenticated(bids: Harness) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from bids_support import (
+    AGENT,
     ALICE,
     BOB,
     OTHER_AGENT,
@@ -33,11 +34,56 @@ def assert_denied(d: Details) -> None:
     assert d.retry is None
 
 
+def assert_like_unknown(d: Details, d_id: str, unknown: Details, unknown_id: str) -> None:
+    """NOT_FOUND exactly as for an unknown id: code, reason, message and metadata
+    (with the id in place), so a stranger learns neither existence nor owner."""
+    assert d.code == grpc.StatusCode.NOT_FOUND
+    assert d.info.reason == unknown.info.reason
+    assert d.message.replace(d_id, "<id>") == unknown.message.replace(unknown_id, "<id>")
+    meta = {k: v.replace(d_id, "<id>") for k, v in d.info.metadata.items()}
+    assert meta == {k: v.replace(unknown_id, "<id>") for k, v in unknown.info.metadata.items()}
+    assert ALICE not in d.message
+    assert AGENT not in d.message
+
+
 async def test_agent_cannot_withdraw_another_agents_bid(bids: Harness) -> None:
     bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
-    withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=new_id())
-    d = await expect_error(bids.as_("other_agent").WithdrawBid(withdraw))
-    assert_denied(d)
+    unknown_id = new_id()
+    for who in ("other_agent", "alice", "service"):
+        withdraw = bids_pb2.WithdrawBidRequest(bid_id=bid.bid_id, event_id=new_id())
+        d = await expect_error(bids.as_(who).WithdrawBid(withdraw))
+        unknown = await expect_error(
+            bids.as_(who).WithdrawBid(
+                bids_pb2.WithdrawBidRequest(bid_id=unknown_id, event_id=new_id())
+            )
+        )
+        assert_like_unknown(d, bid.bid_id, unknown, unknown_id)
+    got = await bids.as_("agent").GetBid(bids_pb2.GetBidRequest(bid_id=bid.bid_id))
+    assert got.bid.status == bids_pb2.BID_STATUS_PENDING
+
+
+async def test_another_agents_bid_looks_unknown(bids: Harness) -> None:
+    bid = (await bids.as_("agent").PlaceBid(place_bid_request())).bid
+    unknown_id = new_id()
+    for who in ("other_agent", "service"):
+        caller = bids.as_(who)
+        for rpc, request in (
+            (caller.GetBid, bids_pb2.GetBidRequest),
+            (caller.ListBidEvents, bids_pb2.ListBidEventsRequest),
+        ):
+            d = await expect_error(rpc(request(bid_id=bid.bid_id)))
+            unknown = await expect_error(rpc(request(bid_id=unknown_id)))
+            assert_like_unknown(d, bid.bid_id, unknown, unknown_id)
+
+
+async def test_another_clients_task_looks_unknown(bids: Harness) -> None:
+    task = (await bids.as_("alice").CreateTask(create_task_request(ALICE))).task
+    unknown_id = new_id()
+    for who in ("bob", "agent"):
+        caller = bids.as_(who)
+        d = await expect_error(caller.GetTask(bids_pb2.GetTaskRequest(task_id=task.task_id)))
+        unknown = await expect_error(caller.GetTask(bids_pb2.GetTaskRequest(task_id=unknown_id)))
+        assert_like_unknown(d, task.task_id, unknown, unknown_id)
 
 
 async def test_agent_cannot_bid_as_another_agent(bids: Harness) -> None:
@@ -96,9 +142,15 @@ async def test_only_the_service_moves_tasks(bids: Harness) -> None:
 async def test_only_the_tasks_client_gets_a_delivery_token(bids: Harness) -> None:
     task, _ = await completed_task(bids, client="alice")
     request = bids_pb2.CreateDeliveryTokenRequest(task_id=task.task_id)
+    unknown_id = new_id()
     for who in ("bob", "agent", "service"):
         d = await expect_error(bids.as_(who).CreateDeliveryToken(request))
-        assert_denied(d)
+        unknown = await expect_error(
+            bids.as_(who).CreateDeliveryToken(
+                bids_pb2.CreateDeliveryTokenRequest(task_id=unknown_id)
+            )
+        )
+        assert_like_unknown(d, task.task_id, unknown, unknown_id)
     assert (await bids.as_("alice").CreateDeliveryToken(request)).token
 
 

@@ -11,13 +11,19 @@
 * GetDelivery: the task's client (and admin), holding the token: a client sees
   only its own deliveries, so a token that leaked to anyone else is refused
   like an unknown one (no oracle).
+
+A refusal that depends only on the caller and its request (its role, the
+client_email or agent_id it names) is PERMISSION_DENIED. A refusal that depends
+on who owns a stored task or bid is the NOT_FOUND of an unknown id (same
+reason, message and metadata), so nothing tells a stranger that another
+principal's task or bid exists, nor whose it is.
 """
 
 from __future__ import annotations
 
 from marketplace_common.auth import Principal, Role
 
-from marketplace_bids.domain.errors import NotOwnerError
+from marketplace_bids.domain.errors import BidNotFoundError, NotOwnerError, TaskNotFoundError
 from marketplace_bids.domain.models import Bid, Task
 
 
@@ -54,25 +60,47 @@ def require_agent(principal: Principal, action: str, agent_id: str) -> None:
     raise NotOwnerError(action, f"for agent {agent_id}")
 
 
-def check_can_see_task(principal: Principal, task: Task) -> None:
-    """Admin and service see every task, a client its own."""
-    if principal.role in (Role.ADMIN, Role.SERVICE):
-        return
-    require_client(principal, "see", task.client_email)
-
-
-def may_redeem_delivery(principal: Principal, task: Task) -> bool:
-    """Admin, or the client who ordered the task (the caller also needs the token)."""
+def is_tasks_client(principal: Principal, task: Task) -> bool:
+    """Admin, or the client who ordered the task."""
     if principal.role is Role.ADMIN:
         return True
     return principal.role is Role.CLIENT and _same_email(principal, task.client_email)
 
 
+def check_can_see_task(principal: Principal, task: Task) -> None:
+    """Admin and service see every task, a client its own; to anyone else the task
+    does not exist (TASK_NOT_FOUND, as for an unknown id)."""
+    if principal.role is Role.SERVICE or is_tasks_client(principal, task):
+        return
+    raise TaskNotFoundError(task.task_id)
+
+
+def check_is_tasks_client(principal: Principal, task: Task) -> None:
+    """Admin or the task's client (delivery tokens); to anyone else, TASK_NOT_FOUND."""
+    if not is_tasks_client(principal, task):
+        raise TaskNotFoundError(task.task_id)
+
+
+def may_redeem_delivery(principal: Principal, task: Task) -> bool:
+    """Admin, or the client who ordered the task (the caller also needs the token)."""
+    return is_tasks_client(principal, task)
+
+
 def check_can_see_bid(principal: Principal, bid: Bid) -> None:
-    """Admin and clients see every bid, an agent its own."""
+    """Admin and clients see every bid, an agent its own; to anyone else the bid does
+    not exist (BID_NOT_FOUND, as for an unknown id)."""
     if principal.role in (Role.ADMIN, Role.CLIENT):
         return
-    require_agent(principal, "see bid", bid.agent_id)
+    check_is_bids_agent(principal, bid)
+
+
+def check_is_bids_agent(principal: Principal, bid: Bid) -> None:
+    """Admin or the bidding agent (WithdrawBid); to anyone else, BID_NOT_FOUND."""
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.AGENT and principal.subject == bid.agent_id:
+        return
+    raise BidNotFoundError(bid.bid_id)
 
 
 def task_list_scope(principal: Principal, client_email: str | None) -> str | None:

@@ -197,7 +197,7 @@ class BidService:
             if bid is None:
                 raise BidNotFoundError(step.bid_id)
             if step.target is BidStatus.WITHDRAWN:
-                access.require_agent(principal, "withdraw the bid", bid.agent_id)
+                access.check_is_bids_agent(principal, bid)
             first = await key.replay(repos)
             if first is not None:
                 return first, None

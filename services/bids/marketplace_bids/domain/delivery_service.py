@@ -50,7 +50,7 @@ class DeliveryService:
             task = await repos.tasks.get(req.task_id)
             if task is None:
                 raise TaskNotFoundError(req.task_id)
-            access.require_client(principal, "get a delivery token", task.client_email)
+            access.check_is_tasks_client(principal, task)
             if task.status is not TaskStatus.COMPLETED:
                 raise TaskNotCompletedError(task.task_id, task.status.value)
             now = self._now()
