@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import grpc
 import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace_common import tracing
 from marketplace_common.auth import TokenAuthenticator
@@ -118,13 +119,16 @@ async def test_server_and_client_spans_share_a_trace_with_their_codes(
         assert await call_get_bid(srv, "b1") == grpc.StatusCode.OK
         assert await call_get_bid(srv, "missing") == grpc.StatusCode.NOT_FOUND
         assert await call_get_bid(srv, "boom") == grpc.StatusCode.INTERNAL
+        async with create_channel(f"127.0.0.1:{srv.port}") as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     finally:
         await srv.stop(0)
     servers = by_kind(spans, SpanKind.SERVER)
     clients = by_kind(spans, SpanKind.CLIENT)
+    # Health (probes) makes no server span; the client's span of the probe is there.
     assert [s.name for s in servers] == [f"{BID_SERVICE}/GetBid"] * 3
-    assert len(clients) == 3
-    for server, client in zip(servers, clients, strict=True):
+    assert len(clients) == 4
+    for server, client in zip(servers, clients[:3], strict=True):
         assert server.parent is not None
         assert client.context is not None
         assert server.parent.span_id == client.context.span_id
@@ -138,7 +142,7 @@ async def test_server_and_client_spans_share_a_trace_with_their_codes(
         StatusCode.UNSET,
         StatusCode.ERROR,
     ]
-    assert [s.status.status_code for s in clients] == [
+    assert [s.status.status_code for s in clients[:3]] == [
         StatusCode.UNSET,
         StatusCode.ERROR,
         StatusCode.ERROR,

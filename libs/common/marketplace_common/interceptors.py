@@ -189,14 +189,22 @@ class TracingInterceptor(ScopedInterceptor):
     conventions, ``rpc.grpc.status_code`` and the request id. The chain installs it
     right after CallContextInterceptor, only while tracing is on, so every log line
     of the RPC (the canonical ``rpc.handled`` one included) carries its ids.
-    (opentelemetry-instrumentation-grpc's aio server interceptor iterates every
-    response-streaming behaviour with ``async for``, which fails for handlers that
-    write with ``context.write``, such as health's Watch; this one uses the
-    project's handler wrapping, which handles all kinds.)
+    Health and reflection are not traced: a probe every few seconds would make a
+    trace each and bury the service's own. (opentelemetry-instrumentation-grpc's aio
+    server interceptor iterates every response-streaming behaviour with ``async for``,
+    which fails for handlers that write with ``context.write``, such as health's
+    Watch; this one uses the project's handler wrapping, which handles all kinds.)
     """
 
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
+
+    async def intercept_service(  # type: ignore[override]  # None: method unknown here
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if method_name(handler_call_details).startswith(_QUIET_METHODS):
+            return await continuation(handler_call_details)
+        return await super().intercept_service(continuation, handler_call_details)
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
