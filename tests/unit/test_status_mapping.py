@@ -279,9 +279,23 @@ def test_negative_pushback_is_ignored() -> None:
 
 def test_error_type_from_error_info_wins_over_code_rules() -> None:
     status = to_rpc_status(NotFoundError("gone", error_type=ErrorType.TRANSIENT), DOMAIN)
-    err = from_rpc_error(_rpc_error(C.NOT_FOUND, trailing=status.trailing_metadata))
+    err = from_rpc_error(
+        _rpc_error(C.NOT_FOUND, details=status.details, trailing=status.trailing_metadata)
+    )
     assert err.error_type is ErrorType.TRANSIENT
     assert isinstance(err, NotFoundError)
+
+
+def test_details_that_contradict_the_call_are_ignored() -> None:
+    # grpc_status.rpc_status.from_call: the status proto must agree with the
+    # call's code and message, else the code rules alone decide.
+    status = to_rpc_status(NotFoundError("gone", error_type=ErrorType.TRANSIENT), DOMAIN)
+    for code, details in ((C.NOT_FOUND, "rewritten by a proxy"), (C.UNAVAILABLE, "gone")):
+        err = from_rpc_error(_rpc_error(code, details=details, trailing=status.trailing_metadata))
+        assert err.reason == code.name
+        assert err.error_type is (
+            ErrorType.PERMANENT if code is C.NOT_FOUND else ErrorType.TRANSIENT
+        )
 
 
 def test_corrupt_details_do_not_raise() -> None:

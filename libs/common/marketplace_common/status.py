@@ -14,15 +14,15 @@ type, reason, retry delay and violations survive the round trip.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
 
 from marketplace_common.errors import (
     STATUS_FOR_KIND,
@@ -172,11 +172,12 @@ def to_rpc_status(err: AgentError, domain: str) -> RpcStatus:
     ``retry_after`` also sends ``grpc-retry-pushback-ms``, so a channel's
     service-config retry policy waits as long as the server asked.
     """
-    proto = to_status_proto(err, domain)
-    trailing: list[tuple[str, str | bytes]] = [(DETAILS_METADATA_KEY, proto.SerializeToString())]
+    status = rpc_status.to_status(to_status_proto(err, domain))
+    trailing: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata)
     if err.error_type is ErrorType.TRANSIENT and err.retry_after is not None:
-        trailing.append((RETRY_PUSHBACK_METADATA_KEY, str(round(_transient_delay(err) * 1000))))
-    return RpcStatus(code_for(err), proto.message, tuple(trailing))
+        pushback = str(round(_transient_delay(err) * 1000))
+        trailing = (*trailing, (RETRY_PUSHBACK_METADATA_KEY, pushback))
+    return RpcStatus(status.code, status.details, trailing)
 
 
 async def abort_with_error(
@@ -209,14 +210,19 @@ def _call_attr(exc: object, name: str) -> Any:
         return None
 
 
-def _parse_details(trailing: Iterable[Any]) -> _Details:
+def _parse_details(exc: object) -> _Details:
     found = _Details()
-    for item in trailing:
-        key, value = item[0], item[1]
-        if key == DETAILS_METADATA_KEY and isinstance(value, bytes):
-            _parse_status_bin(value, found)
-        elif key == RETRY_PUSHBACK_METADATA_KEY:
-            found.pushback = _parse_pushback(value)
+    for item in _call_attr(exc, "trailing_metadata") or ():
+        if item[0] == RETRY_PUSHBACK_METADATA_KEY:
+            found.pushback = _parse_pushback(item[1])
+    try:
+        # None without details; raises on undecodable details, or on a code or
+        # message that contradicts them: then the code alone speaks.
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except Exception:
+        status = None
+    if status is not None:
+        _read_status_details(status, found)
     return found
 
 
@@ -230,11 +236,7 @@ def _parse_pushback(value: str | bytes) -> float | None:
     return ms / 1000 if ms >= 0 else None
 
 
-def _parse_status_bin(value: bytes, found: _Details) -> None:
-    try:
-        status = status_pb2.Status.FromString(value)
-    except DecodeError:
-        return
+def _read_status_details(status: status_pb2.Status, found: _Details) -> None:
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and found.info is None:
             found.info = error_details_pb2.ErrorInfo()
@@ -308,8 +310,7 @@ def from_rpc_error(exc: grpc.RpcError, *, deadline_remaining: float | None = Non
     if not isinstance(code, grpc.StatusCode):
         code = _S.UNKNOWN
     message = _call_attr(exc, "details") or code.name
-    trailing = _call_attr(exc, "trailing_metadata") or ()
-    details = _parse_details(trailing)
+    details = _parse_details(exc)
     error_type = _wire_error_type(details.info) or _client_error_type(
         code, details.retry_delay is not None, deadline_remaining
     )
