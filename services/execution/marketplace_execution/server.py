@@ -109,7 +109,7 @@ async def create_server(
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
     metrics = GrpcServerMetrics()
     work_metrics = PrometheusExecutionMetrics(metrics.registry)
-    llm = build_llm_stack(settings, metrics.registry)
+    llm = build_llm_stack(settings, metrics.registry, engine)
     runner = job_runner or llm.runner
     bus = EventBus()
     pool = _pool(settings, store, bids, runner, bus, work_metrics)

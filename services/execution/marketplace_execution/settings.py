@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 
 from marketplace_common.auth import is_loopback_host
 from marketplace_common.client import LoadBalancing
 from marketplace_common.settings import ServiceSettings
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 LLMProviderName = Literal["offline", "openai"]
@@ -17,6 +18,25 @@ LLM_PROVIDERS: tuple[str, ...] = get_args(LLMProviderName)
 
 class ProviderNotChosenError(ValueError):
     """A non-loopback bind with the LLM provider left to its default (offline)."""
+
+
+class ModelLimitsSetting(BaseModel):
+    """One model's limits in ``EXECUTION_LLM_LIMITS`` (unset fields take the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=0, le=1000)
+
+
+class ModelPriceSetting(BaseModel):
+    """One model's prices in ``EXECUTION_LLM_PRICES``: USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Decimal = Field(ge=0)
+    completion: Decimal = Field(ge=0)
 
 
 class ExecutionSettings(ServiceSettings):
@@ -78,11 +98,34 @@ class ExecutionSettings(ServiceSettings):
     """LLM tokens (prompt + completion) of one principal's Complete calls per UTC day
     (0: no limit); admin is not counted."""
 
-    # Pacing of LLM calls
+    # Pacing of LLM calls (this process)
     pacing_delay_seconds: float = Field(default=0.0, ge=0)
     pacing_jitter: float = Field(default=0.1, ge=0, le=1)
     pacing_max_concurrency: int | None = Field(default=None, ge=1)
+
+    # Provider keys (provider + model), shared by every replica: docs/llm-limits.md
     pacing_requests_per_minute: int | None = Field(default=None, ge=1)
+    """Each key's requests per minute, spread evenly; None for no limit."""
+    pacing_tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Each key's tokens per minute (prompt estimate, then reported usage)."""
+    pacing_burst: int = Field(default=0, ge=0, le=1000)
+    """Calls beyond the even spacing an idle key lets through at once."""
+    pacing_margin: float = Field(default=0.05, ge=0, le=1)
+    """Every limit is kept this fraction slower than configured (timing slack)."""
+    llm_limits: dict[str, ModelLimitsSetting] = Field(default_factory=dict)
+    """Per-model limits (JSON: {"gpt-4o": {"requests_per_minute": 500}})."""
+    llm_cooldown_base_seconds: float = Field(default=1.0, gt=0)
+    llm_cooldown_max_seconds: float = Field(default=30.0, gt=0)
+    llm_retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    llm_retry_budget_window_seconds: float = Field(default=10.0, gt=0)
+    llm_retry_budget_min_retries: int = Field(default=10, ge=0)
+    llm_fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    """Model fallback chains (JSON: {"gpt-4o": ["gpt-4o-mini"]})."""
+    llm_fallback_after_cooldown_seconds: float = Field(default=10.0, ge=0)
+    llm_prices: dict[str, ModelPriceSetting] = Field(default_factory=dict)
+    """USD per million tokens (JSON: {"gpt-4o": {"prompt": "2.50", "completion": "10"}})."""
+    llm_cost_cap_usd: Decimal | None = Field(default=None, gt=0)
+    """No LLM call of an execution starts once its calls cost this much; None: no cap."""
 
     # Workers
     workers: int = Field(default=16, ge=0, le=10_000)

@@ -76,3 +76,18 @@ async def test_a_waiting_permit_books_again_after_a_cooldown_from_elsewhere(
     await waiting
     # It would have gone at 1 s; the cooldown from the other replica moved it to >= 2.3 s.
     assert time.monotonic() - started >= 2.2
+
+
+async def test_settling_gives_back_unused_tokens_and_resets_the_streak(
+    two_engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    settings = LimitSettings(default=KeyLimits(tokens_per_minute=6000), margin=0.0)  # 100/s
+    first, second = (ProviderLimiter(SqlLimitState(e), settings) for e in two_engines)
+    await first.cool_down("openai:m", 0.01)  # the row exists after a permit; make one
+    permit = await first.permit("openai", "m", 1000, None)  # 10 s of tokens
+    assert permit.streak == 1
+    await first.settle(permit, "m", 100)  # 9 s given back, streak reset
+    started = time.monotonic()
+    again = await second.permit("openai", "m", 100, None)
+    assert time.monotonic() - started < 1.5
+    assert again.streak == 0

@@ -125,19 +125,19 @@ async def test_keys_are_independent(clock: FakeClock) -> None:
 def test_retry_budget_allows_the_minimum_then_the_ratio_of_calls(clock: FakeClock) -> None:
     budget = RetryBudget(RetryBudgetConfig(ratio=0.2, window=10.0, min_retries=2), clock=clock)
     for _ in range(10):
-        budget.record_call("k", retry=False)
+        budget.record_call("k")
     allowed = 0
-    while budget.allows_retry("k"):
-        budget.record_call("k", retry=True)
+    while budget.try_retry("k"):
+        budget.record_call("k")
         allowed += 1
     # 2 free, then retries + 1 <= 0.2 * (calls + 1): 2 retries of 12 calls -> the third
     # would be 3 <= 2.6, refused.
     assert allowed == 2
     for _ in range(10):
-        budget.record_call("k", retry=False)
-    assert budget.allows_retry("k")  # 3 <= 0.2 * 23
+        budget.record_call("k")
+    assert budget.try_retry("k")  # 3 <= 0.2 * 23
     clock.now_s += 11  # the window forgets
-    assert budget.allows_retry("k")
+    assert budget.try_retry("k")
     error = budget.exhausted("k")
     assert error.reason == "RETRY_BUDGET_EXHAUSTED"
     assert error.error_type.value == "TRANSIENT"

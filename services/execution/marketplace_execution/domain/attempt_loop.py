@@ -13,16 +13,32 @@ reason to stop, per docs/errors.md:
   appended to the conversation, on the budget ``policy.max_llm_fixable_attempts``
   (re-asks) which does not use up ``max_attempts``. The same violations twice
   in a row end the run with ``LLMOutputInvalidError`` (PERMANENT).
-* PERMANENT and FATAL: the run stops at once.
+* PERMANENT and FATAL: the run stops at once, except that an error of the
+  model itself (unknown model, context length exceeded) moves the run to the
+  next model of its fallback chain (``LLMControls.fallbacks``), and so does a
+  cooldown on the key longer than ``LLMControls.fallback_after_cooldown``.
+
+Provider keys (docs/llm-limits.md): every call first waits for its key's
+permit (shared rate limits and cooldowns, ``domain.provider_calls``); the wait
+is reported as the attempt's ``pacing_delay``, it is not an attempt and it
+counts toward the deadline. A 429 starts a cooldown of the key for every
+caller and is *not charged* to the run's ``max_attempts`` (the limit belongs to
+the key, not to this run): the next call waits for its permit, after the
+cooldown (at most ``MAX_RATE_LIMITED`` such attempts a run). A charged retry
+also needs the key's retry budget (``RetryBudgetExhaustedError`` otherwise).
+No call starts once the run's calls cost ``LLMControls.cost_cap_nanos``
+(``BudgetExhaustedError``, PERMANENT).
 
 Each attempt is one ``LLMAttempt``: the shared ``AttemptRecord``, the pacing
-wait before the call, and whether another attempt follows. It is logged once
+wait before the call (the key's permit included), whether another attempt
+follows, the model asked and the usage reported. It is logged once
 (``llm.attempt``), counted in ``llm_attempts_total``, traced as an ``llm.attempt``
 span (error type, delay and delay source as attributes) and handed to
 ``on_attempt``, which is awaited before the next attempt starts so a caller
 can store it durably first. A record's ``delay`` and
 ``delay_source`` are the wait *after* it, before the next attempt: BACKOFF
-or SERVER_RETRY_AFTER for a retry, PACING (the pacer's pause) for a re-ask,
+or SERVER_RETRY_AFTER for a retry (after a 429/503 the key's cooldown, which the
+next permit waits out), PACING (the pacer's pause) for a re-ask,
 0 and NONE when nothing follows. The pacing wait the call itself had is
 ``LLMAttempt.pacing_delay`` (execution.proto's ``Attempt.pacing_delay``).
 
@@ -43,14 +59,13 @@ from jsonschema.protocols import Validator
 from marketplace_common import tracing
 from marketplace_common.errors import (
     AgentError,
-    DeadlineExceededError,
     ErrorType,
     InvalidArgumentError,
     LLMFixableError,
     LLMOutputInvalidError,
+    RateLimitedError,
     error_type_of,
     failure_code,
-    known_error,
 )
 from marketplace_common.logging import get_logger
 from marketplace_common.retrying import (
@@ -63,6 +78,11 @@ from marketplace_common.retrying import (
     delay_allowed,
 )
 
+from marketplace_execution.domain.limits import (
+    MemoryLimitState,
+    PermitDeadlineError,
+    ProviderLimiter,
+)
 from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics, UncountedMetrics
 from marketplace_execution.domain.output_validation import (
     compile_schema,
@@ -70,7 +90,12 @@ from marketplace_execution.domain.output_validation import (
     validate_output,
 )
 from marketplace_execution.domain.pacing import Pacer
+from marketplace_execution.domain.pricing import BudgetExhaustedError, usd
+from marketplace_execution.domain.provider_calls import CallResult, LLMControls, ProviderCalls
 from marketplace_execution.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMUsage
+
+MAX_RATE_LIMITED = 20
+"""Uncharged (429) attempts one run makes at most before it gives up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +109,17 @@ class LLMAttempt:
             (jittered pause, concurrency slot, requests-per-minute window).
         retry_follows: True when the loop makes another attempt after this one
             (a retry or a re-ask), so the execution is RETRY_SCHEDULED meanwhile.
+        model: the model asked (the one that answered when it succeeded).
+        usage: the tokens the provider reported, if any.
+        cost_nanos: their cost at the configured prices, nano-USD.
     """
 
     record: AttemptRecord
     pacing_delay: float
     retry_follows: bool
+    model: str = ""
+    usage: LLMUsage | None = None
+    cost_nanos: int = 0
 
     @property
     def number(self) -> int:
@@ -139,9 +170,22 @@ class _Run:
     deadline: float | None
     number: int
     transient_failures: int
+    models: tuple[str, ...]
+    spent_nanos: int = 0
+    model_index: int = 0
+    rate_limited: int = 0
     fixable_failures: int = 0
     last_violations: tuple[Any, ...] | None = None
     attempts: list[LLMAttempt] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.models[self.model_index]
+
+    @property
+    def next_model(self) -> str | None:
+        index = self.model_index + 1
+        return self.models[index] if index < len(self.models) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +201,28 @@ class _Result:
     value: Any = None
     exc: BaseException | None = None
     error: AgentError | None = None
+    call: CallResult | None = None
+
+    @property
+    def cost_nanos(self) -> int:
+        return 0 if self.call is None else self.call.cost_nanos
 
 
 @dataclass(frozen=True, slots=True)
 class _Next:
-    """What follows an attempt: a retry after ``delay``, or the end (``stop`` set)."""
+    """What follows an attempt: a retry after ``delay``, or the end (``stop`` set).
+
+    ``sleep``: the loop sleeps ``delay`` itself (False when the key's permit
+    waits out a cooldown instead); ``fallback``: the next call asks the
+    next model of the chain.
+    """
 
     delay: float
     source: DelaySource
     request: LLMRequest | None = None
     stop: AgentError | None = None
+    sleep: bool = True
+    fallback: bool = False
 
 
 class AttemptRunner:
@@ -181,6 +237,8 @@ class AttemptRunner:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         metrics: LLMMetrics | None = None,
+        controls: LLMControls | None = None,
+        default_model: str = "",
     ) -> None:
         self.provider = provider
         self.policy = policy or RetryPolicy()
@@ -188,6 +246,12 @@ class AttemptRunner:
         self.pacer = pacer or Pacer(clock=self._clock)
         self._rng = rng or random.Random()
         self.metrics: LLMMetrics = metrics or UncountedMetrics()
+        if controls is None:
+            limiter = ProviderLimiter(MemoryLimitState(clock=self._clock), clock=self._clock)
+            controls = LLMControls(limiter=limiter)
+        self.controls = controls
+        self.default_model = default_model
+        self.calls = ProviderCalls(provider, controls, self.metrics, clock=self._clock)
         self._log = get_logger(__name__).bind(provider=provider.name)
 
     async def run(
@@ -197,6 +261,7 @@ class AttemptRunner:
         on_attempt: OnAttempt | None = None,
         previous_attempts: int = 0,
         policy: RetryPolicy | None = None,
+        previous_cost_nanos: int = 0,
     ) -> LLMOutcome:
         """Ask until a valid answer or a final error; never raises an AgentError.
 
@@ -208,6 +273,8 @@ class AttemptRunner:
                 against ``max_attempts``, but at least one new call is made.
             policy: overrides the runner's policy for this run (per-request
                 ``max_attempts``).
+            previous_cost_nanos: what earlier attempts of this work cost (a
+                resumed execution), counted against the cost cap.
         """
         run_policy = policy or self.policy
         try:
@@ -217,16 +284,26 @@ class AttemptRunner:
         deadline = None
         if run_policy.deadline is not None:
             deadline = self._clock.monotonic() + run_policy.deadline
-        run = _Run(request, run_policy, deadline, previous_attempts, previous_attempts)
+        models = self.controls.chain(request.model or self.default_model)
+        run = _Run(request, run_policy, deadline, previous_attempts, previous_attempts, models)
+        run.spent_nanos = previous_cost_nanos
+        if self._over_cost_cap(run):
+            return LLMOutcome(None, None, [], self._budget_exhausted(run))
         while True:
             run.number += 1
             result = await self._call(run, validator)
+            run.spent_nanos += result.cost_nanos
             following = self._next(run, result)
             attempt = LLMAttempt(
-                self._record(run, result, following), result.paced, following.request is not None
+                self._record(run, result, following),
+                result.paced,
+                following.request is not None,
+                result.model or run.model,
+                result.usage,
+                result.cost_nanos,
             )
             run.attempts.append(attempt)
-            self._report(attempt.record, result, following)
+            self._report(attempt, result, following)
             if on_attempt is not None:
                 await on_attempt(attempt)
             if result.error is None:
@@ -235,37 +312,51 @@ class AttemptRunner:
                 )
             if following.stop is not None:
                 return LLMOutcome(None, None, run.attempts, following.stop)
-            if following.source is not DelaySource.PACING and following.delay > 0:
+            own_sleep = following.sleep and following.source is not DelaySource.PACING
+            if own_sleep and following.delay > 0:
                 await self._clock.sleep(following.delay)
             assert following.request is not None
             run.request = following.request
+            if following.fallback:
+                run.model_index += 1
 
     async def _call(self, run: _Run, validator: Validator | None) -> _Result:
+        """One attempt: pacing, the key's permit and the call (one call per attempt)."""
+        fallback_after = None
+        if run.next_model is not None:
+            fallback_after = self.controls.fallback_after_cooldown
         async with self.pacer.pace() as paced:
-            started_at = self._now()
-            request, remaining = self._with_deadline(run)
-            if remaining is not None and remaining <= 0:
-                late = DeadlineExceededError("the run's deadline passed before the call")
-                return _Result(started_at, started_at, paced, exc=late, error=late)
             try:
-                async with asyncio.timeout(remaining):
-                    response = await self.provider.complete_async(request)
+                call = await self.calls.call(
+                    run.request,
+                    run.model,
+                    run.deadline,
+                    max_cooldown=fallback_after,
+                )
             except asyncio.CancelledError:
                 self.metrics.count_attempt(self.provider.name, NO_ERROR, "cancelled")
                 raise
-            except Exception as exc:
-                error = known_error(exc)
-                if error is not exc:
-                    error.__cause__ = exc
-                return _Result(started_at, self._now(), paced, exc=exc, error=error)
-        finished_at = self._now()
+        waited = paced + call.waited
+        response = call.response
+        if response is None:
+            error = call.error
+            if error is None:  # no call: the key cools down longer than the fallback allows
+                error = RateLimitedError(
+                    f"{self.calls.key(call.model)} cools down for {call.cooldown or 0:.1f} s",
+                    retry_after=call.cooldown,
+                )
+            exc = call.exc or error
+            return _Result(
+                call.started_at, call.finished_at, waited, exc=exc, error=error, call=call
+            )
         answer = _Result(
-            started_at,
-            finished_at,
-            paced,
+            call.started_at,
+            call.finished_at,
+            waited,
             text=response.text,
             model=response.model,
             usage=response.usage,
+            call=call,
         )
         if validator is None:
             return answer
@@ -278,42 +369,82 @@ class AttemptRunner:
         now = getattr(self._clock, "now", None)
         return now() if callable(now) else datetime.now(UTC)
 
-    def _with_deadline(self, run: _Run) -> tuple[LLMRequest, float | None]:
-        if run.deadline is None:
-            return run.request, None
-        remaining = run.deadline - self._clock.monotonic()
-        timeout = run.request.timeout
-        if timeout is None or timeout > remaining:
-            return replace(run.request, timeout=max(remaining, 0.001)), remaining
-        return run.request, remaining
-
     def _next(self, run: _Run, result: _Result) -> _Next:
         error, exc = result.error, result.exc
         if error is None or exc is None:
             return _Next(0.0, DelaySource.NONE)
+        if self._over_cost_cap(run):
+            return _Next(0.0, DelaySource.NONE, stop=self._budget_exhausted(run))
         error_type = error_type_of(exc)
         if error_type is ErrorType.LLM_FIXABLE and isinstance(error, LLMFixableError):
             return self._next_after_fixable(run, error, result)
         run.last_violations = None  # "twice in a row" means consecutive attempts
+        if isinstance(error, PermitDeadlineError):
+            return _Next(0.0, DelaySource.NONE, stop=error)
+        if self._falls_back(run, exc, result.call):
+            return _Next(0.0, DelaySource.NONE, request=run.request, fallback=True)
         if error_type is ErrorType.TRANSIENT:
             return self._next_after_transient(run, error, exc, result)
         return _Next(0.0, DelaySource.NONE, stop=error)
 
+    def _falls_back(self, run: _Run, exc: BaseException, call: CallResult | None) -> bool:
+        """Whether the next model takes over: the model's own error, or a long cooldown."""
+        to_model = run.next_model
+        if to_model is None or call is None:
+            return False
+        limit = self.controls.fallback_after_cooldown
+        cooling = call.cooldown is not None and call.cooldown > limit
+        if not (cooling or self.provider.is_model_error(exc)):
+            return False
+        self.metrics.count_fallback(self.provider.name, run.model, to_model)
+        self._log.warning("llm.fallback", model=run.model, to_model=to_model, cooling=cooling)
+        return True
+
+    def _over_cost_cap(self, run: _Run) -> bool:
+        cap = self.controls.cost_cap_nanos
+        return cap is not None and run.spent_nanos >= cap
+
+    def _budget_exhausted(self, run: _Run) -> BudgetExhaustedError:
+        cap = self.controls.cost_cap_nanos or 0
+        return BudgetExhaustedError(
+            f"the LLM calls cost {usd(run.spent_nanos):.6f} USD, "
+            f"the cap per execution is {usd(cap):.6f} USD"
+        )
+
     def _next_after_transient(
         self, run: _Run, error: AgentError, exc: BaseException, result: _Result
     ) -> _Next:
-        policy = run.policy
-        run.transient_failures += 1
-        if run.transient_failures >= policy.max_attempts:
-            return _Next(0.0, DelaySource.NONE, stop=error)
-        delay, source = compute_delay(error, run.transient_failures, policy, self._rng)
+        policy, call = run.policy, result.call
+        cooldown = None if call is None else call.cooldown
+        charged = call is None or not call.rate_limited
+        if charged:
+            run.transient_failures += 1
+            if run.transient_failures >= policy.max_attempts:
+                return _Next(0.0, DelaySource.NONE, stop=error)
+            budget, key = self.controls.budget, self.calls.key(run.model)
+            if budget is not None and not budget.try_retry(key):
+                self.metrics.count_budget_exhausted(self.provider.name, run.model)
+                refused = budget.exhausted(key)
+                refused.__cause__ = error
+                return _Next(0.0, DelaySource.NONE, stop=refused)
+        else:
+            run.rate_limited += 1
+            if run.rate_limited > MAX_RATE_LIMITED:
+                return _Next(0.0, DelaySource.NONE, stop=error)
+        if cooldown is not None:
+            # The key cools down for every caller; the next permit waits it out.
+            server = call is not None and call.server_delay
+            delay = cooldown
+            source = DelaySource.SERVER_RETRY_AFTER if server else DelaySource.BACKOFF
+        else:
+            delay, source = compute_delay(error, run.transient_failures, policy, self._rng)
         time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
         if not delay_allowed(delay, policy, time_left):
             # docs/errors.md: a delay past the cap or the deadline is not waited
             # out; the error goes back now, carrying the delay for RetryInfo.
             error.retry_after = delay
             return _Next(0.0, DelaySource.NONE, stop=error)
-        return _Next(delay, source, request=run.request)
+        return _Next(delay, source, request=run.request, sleep=cooldown is None)
 
     def _next_after_fixable(self, run: _Run, error: LLMFixableError, result: _Result) -> _Next:
         violations = error.violations
@@ -348,14 +479,15 @@ class AttemptRunner:
             finished_at=result.finished_at,
         )
 
-    def _report(self, record: AttemptRecord, result: _Result, following: _Next) -> None:
+    def _report(self, attempt: LLMAttempt, result: _Result, following: _Next) -> None:
+        record = attempt.record
         if result.error is None:
             outcome = "succeeded"
         else:
             outcome = "failed" if following.stop is not None else "retried"
         error_type = NO_ERROR if result.error is None else result.error.error_type.value
         self.metrics.count_attempt(self.provider.name, error_type, outcome)
-        _trace_attempt(self.provider.name, record, result, outcome, error_type)
+        _trace_attempt(self.provider.name, attempt, result, outcome, error_type)
         fields = {
             "attempt": record.number,
             "outcome": outcome,
@@ -364,9 +496,13 @@ class AttemptRunner:
             "delay": round(record.delay, 3),
             "delay_source": record.delay_source.value,
             "paced": round(result.paced, 3),
+            "model": attempt.model,
         }
+        if attempt.usage is not None:
+            fields["prompt_tokens"] = attempt.usage.prompt_tokens
+            fields["completion_tokens"] = attempt.usage.completion_tokens
         if result.error is None:
-            self._log.info("llm.attempt", model=result.model, **fields)
+            self._log.info("llm.attempt", **fields)
         elif record.error_type is ErrorType.FATAL:
             self._log.error("llm.attempt", message=record.message, exc_info=result.exc, **fields)
         else:
@@ -374,14 +510,15 @@ class AttemptRunner:
 
 
 def _trace_attempt(
-    provider: str, record: AttemptRecord, result: _Result, outcome: str, error_type: str
+    provider: str, attempt: LLMAttempt, result: _Result, outcome: str, error_type: str
 ) -> None:
     """One ``llm.attempt`` span (a child of the run's span) when tracing is on."""
     if not tracing.enabled():
         return
+    record = attempt.record
     attributes = {
         "llm.provider": provider,
-        "llm.model": result.model or "",
+        "llm.model": attempt.model,
         "llm.attempt": record.number,
         "llm.outcome": outcome,
         "llm.error_type": error_type,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from marketplace_common.retrying import RetryPolicy
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.models import AttemptView
+from marketplace_execution.domain.models import AttemptView, Usage
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
 from marketplace_execution.llm.base import LLMRequest, LLMUsage
 
@@ -28,6 +28,10 @@ def attempt_view(attempt: LLMAttempt) -> AttemptView:
         retry_delay=record.delay,
         delay_source=record.delay_source.value,
         pacing_delay=attempt.pacing_delay,
+        model=attempt.model,
+        prompt_tokens=0 if attempt.usage is None else attempt.usage.prompt_tokens,
+        completion_tokens=0 if attempt.usage is None else attempt.usage.completion_tokens,
+        cost_nanos=attempt.cost_nanos,
     )
 
 
@@ -72,6 +76,7 @@ class AttemptLoopJobRunner:
             on_attempt=report,
             previous_attempts=len(previous),
             policy=self._policy_for(job),
+            previous_cost_nanos=Usage.total(previous).cost_nanos,
         )
         return JobResult(
             text=outcome.text,

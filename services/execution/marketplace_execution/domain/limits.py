@@ -42,6 +42,9 @@ from typing import Protocol
 from marketplace_common.errors import DeadlineExceededError
 from marketplace_common.retrying import Clock, SystemClock
 
+CHECK_AHEAD = 0.1
+"""Seconds before its slot a waiting caller checks the key's cooldown once more."""
+
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:
@@ -180,6 +183,8 @@ class ProviderLimiter:
         self.state = state
         self.settings = settings or LimitSettings()
         self._clock: Clock = clock or SystemClock()
+        # Cooldowns this process saw, known at once (before the shared state has them).
+        self._local_until: dict[str, float] = {}
 
     @staticmethod
     def key(provider: str, model: str) -> str:
@@ -219,18 +224,35 @@ class ProviderLimiter:
                     f"the next call to {key} may start in {wait:.2f} s, after the deadline",
                     retry_after=wait,
                 )
-            if wait <= 0:
-                waited = self._clock.monotonic() - started
-                return Permit(key, max(0.0, waited), tokens, booked.streak)
-            await self._clock.sleep(wait)
-            # A cooldown set meanwhile (on any replica) voids the slot: book again.
-            now = await self.state.cooldown(key)
-            if now.epoch == booked.epoch and now.left <= 0:
-                waited = self._clock.monotonic() - started
-                return Permit(key, max(0.0, waited), tokens, booked.streak)
+            if wait > 0:
+                slot = self._clock.monotonic() + wait
+                # A cooldown started meanwhile (on any replica; it moves the key's
+                # epoch) voids the slot: book again. Checked shortly *before* the
+                # slot, so the read does not delay the call itself.
+                await self._clock.sleep(max(0.0, wait - CHECK_AHEAD))
+                if (await self.state.cooldown(key)).epoch != booked.epoch:
+                    continue
+                rest = slot - self._clock.monotonic()
+                if rest > 0:
+                    await self._clock.sleep(rest)
+            # A 429 this process received moments ago may not be stored yet: it
+            # holds this call back at once, then the slot is booked again.
+            local = self._local_until.get(key, 0.0) - self._clock.monotonic()
+            if local > 0:
+                await self._clock.sleep(local)
+                continue
+            waited = self._clock.monotonic() - started
+            return Permit(key, max(0.0, waited), tokens, booked.streak)
 
     async def cool_down(self, key: str, seconds: float | None) -> float:
-        """A 429/503 was seen on ``key``: pause it for every caller; returns the pause."""
+        """A 429/503 was seen on ``key``: pause it for every caller; returns the pause.
+
+        This process's own callers hold back at once (for ``seconds``, or the
+        shortest exponential pause), before the shared state is written."""
+        until = self._clock.monotonic() + (
+            seconds if seconds is not None else self.settings.cooldown.base / 2
+        )
+        self._local_until[key] = max(self._local_until.get(key, 0.0), until)
         return await self.state.start_cooldown(key, seconds, self.settings.cooldown)
 
     async def settle(self, permit: Permit, model: str, used_tokens: int | None) -> None:

@@ -28,7 +28,7 @@ class RetryBudgetConfig:
 
     ratio: float = 0.2
     window: float = 10.0
-    min_retries: int = 3
+    min_retries: int = 10
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio <= 1.0:
@@ -65,19 +65,21 @@ class RetryBudget:
                 times.popleft()
         return len(self._calls[key]), len(self._retries[key])
 
-    def record_call(self, key: str, *, retry: bool) -> None:
-        """Counts one call to ``key`` (a retry when ``retry``)."""
-        now = self._clock.monotonic()
-        self._calls[key].append(now)
-        if retry:
-            self._retries[key].append(now)
+    def record_call(self, key: str) -> None:
+        """Counts one call to ``key`` (a first call or a retry)."""
+        self._calls[key].append(self._clock.monotonic())
 
-    def allows_retry(self, key: str) -> bool:
-        """Whether one more retry to ``key`` stays within the budget."""
+    def try_retry(self, key: str) -> bool:
+        """Takes one retry of ``key``'s budget if it has one; False when spent.
+
+        The retry is counted when it is granted, not when its call is made, so
+        runs deciding at the same moment cannot all take the last one.
+        """
         calls, retries = self._trim(key)
-        if retries < self.config.min_retries:
-            return True
-        return retries + 1 <= self.config.ratio * (calls + 1)
+        if retries >= self.config.min_retries and retries + 1 > self.config.ratio * (calls + 1):
+            return False
+        self._retries[key].append(self._clock.monotonic())
+        return True
 
     def exhausted(self, key: str) -> RetryBudgetExhaustedError:
         """The error for a retry the budget refused."""

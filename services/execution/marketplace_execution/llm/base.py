@@ -117,6 +117,13 @@ class LLMProvider(abc.ABC):
     async def complete_async(self, request: LLMRequest) -> LLMResponse:
         """One call to the model. Raises on any failure; never retries, never sleeps."""
 
+    def is_model_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by ``complete_async``) is an error of the model asked
+        rather than of the request or the provider: an unknown model, a context
+        window too small for the prompt. The attempt loop then moves to the next model
+        of the request's fallback chain. The default knows none."""
+        return False
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections; the default has nothing to release."""
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from marketplace_common.retrying import RetryPolicy
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.jobs import AttemptLoopJobRunner
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMProvider
+from marketplace_execution.llm.controls import build_controls
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OFFLINE_MODEL, OfflineFaults, OfflineProvider
 from marketplace_execution.llm.openai_provider import OpenAIProvider
@@ -55,11 +57,15 @@ def build_provider(settings: ExecutionSettings) -> tuple[LLMProvider, str]:
 
 
 def build_llm_stack(
-    settings: ExecutionSettings, registry: CollectorRegistry | None = None
+    settings: ExecutionSettings,
+    registry: CollectorRegistry | None = None,
+    engine: AsyncEngine | None = None,
 ) -> LLMStack:
-    """Provider, pacer and retry policy from the settings, wrapped for the domain.
+    """Provider, pacer, retry policy and the provider keys' controls from the settings,
+    wrapped for the domain.
 
-    The attempt counters go to ``registry`` (the server's, so /metrics shows them).
+    The LLM metrics go to ``registry`` (the server's, so /metrics shows them);
+    ``engine`` (the execution database) shares the keys' limits on PostgreSQL.
     """
     provider, default_model = build_provider(settings)
     pacer = Pacer(
@@ -67,7 +73,6 @@ def build_llm_stack(
             delay=settings.pacing_delay_seconds,
             jitter=settings.pacing_jitter,
             max_concurrency=settings.pacing_max_concurrency,
-            requests_per_minute=settings.pacing_requests_per_minute,
         )
     )
     policy = RetryPolicy(
@@ -76,6 +81,13 @@ def build_llm_stack(
         max_delay=settings.llm_backoff_max_seconds,
         deadline=settings.llm_deadline_seconds,
     )
-    loop = AttemptRunner(provider, pacer, policy, metrics=PrometheusLLMMetrics(registry))
+    loop = AttemptRunner(
+        provider,
+        pacer,
+        policy,
+        metrics=PrometheusLLMMetrics(registry),
+        controls=build_controls(settings, engine),
+        default_model=default_model,
+    )
     runner = AttemptLoopJobRunner(loop, policy)
     return LLMStack(provider, runner, default_model)

@@ -24,6 +24,7 @@ from openai.types.chat.completion_create_params import ResponseFormat
 
 from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse, LLMUsage
 
+_MODEL_ERROR_CODES = frozenset({"model_not_found", "context_length_exceeded"})
 _PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key; the client wants one
 
 
@@ -74,6 +75,15 @@ class OpenAIProvider(LLMProvider):
             raise
         except Exception as exc:
             raise as_agent_error(exc) from exc
+
+    def is_model_error(self, exc: BaseException) -> bool:
+        """404 (no such model, or no access to it) and ``model_not_found`` or
+        ``context_length_exceeded`` codes belong to the model asked (the client's
+        error is the cause of the AgentError raised)."""
+        cause = exc.__cause__ if isinstance(exc, AgentError) else exc
+        if not isinstance(cause, openai.APIStatusError):
+            return False
+        return cause.status_code == 404 or cause.code in _MODEL_ERROR_CODES
 
     async def aclose(self) -> None:
         client, self._client, self._client_loop = self._client, None, None

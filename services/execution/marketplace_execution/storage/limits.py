@@ -66,6 +66,12 @@ WHERE l.limit_key = :key
 RETURNING l.cooldown_until - {_NOW}
 """)  # noqa: S608
 
+_ENSURE = text("""
+INSERT INTO llm_limits (limit_key, request_tat, token_tat, cooldown_until, cooldown_streak, epoch)
+VALUES (:key, 0, 0, 0, 0, 0)
+ON CONFLICT (limit_key) DO NOTHING
+""")
+
 _SETTLE = text("""
 UPDATE llm_limits SET token_tat = token_tat + :token_seconds, cooldown_streak = 0
 WHERE limit_key = :key
@@ -110,10 +116,18 @@ class SqlLimitState:
     async def start_cooldown(
         self, key: str, seconds: float | None, policy: CooldownPolicy
     ) -> float:
-        row = await self._one(
-            _START_COOLDOWN, key=key, seconds=seconds, cap=policy.cap, base=policy.base
-        )
-        return 0.0 if row is None else max(0.0, float(row[0]))
+        params = {"key": key, "seconds": seconds, "cap": policy.cap, "base": policy.base}
+
+        async def work(session: AsyncSession) -> float:
+            # Rare (a 429): the row is made first if no permit made it yet.
+            await session.execute(_ENSURE, {"key": key})
+            left = (await session.execute(_START_COOLDOWN, params)).scalar_one()
+            return max(0.0, float(left))
+
+        return await run_transaction(self._sessions, work)
 
     async def settle(self, key: str, token_seconds: float) -> None:
-        await self._one(_SETTLE, key=key, token_seconds=token_seconds)
+        async def work(session: AsyncSession) -> None:
+            await session.execute(_SETTLE, {"key": key, "token_seconds": token_seconds})
+
+        await run_transaction(self._sessions, work)
