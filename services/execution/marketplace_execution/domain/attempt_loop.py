@@ -50,13 +50,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema.protocols import Validator
-from marketplace_common import tracing
 from marketplace_common.errors import (
     AgentError,
     ErrorType,
@@ -83,6 +81,12 @@ from marketplace_execution.domain.limits import (
     PermitDeadlineError,
     ProviderLimiter,
 )
+from marketplace_execution.domain.llm_attempts import (
+    LLMAttempt,
+    LLMOutcome,
+    OnAttempt,
+    trace_attempt,
+)
 from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics, UncountedMetrics
 from marketplace_execution.domain.output_validation import (
     compile_schema,
@@ -94,73 +98,10 @@ from marketplace_execution.domain.pricing import BudgetExhaustedError, usd
 from marketplace_execution.domain.provider_calls import CallResult, LLMControls, ProviderCalls
 from marketplace_execution.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMUsage
 
+__all__ = ["MAX_RATE_LIMITED", "AttemptRunner", "LLMAttempt", "LLMOutcome", "OnAttempt"]
+
 MAX_RATE_LIMITED = 20
 """Uncharged (429) attempts one run makes at most before it gives up."""
-
-
-@dataclass(frozen=True, slots=True)
-class LLMAttempt:
-    """One provider call as the loop saw it.
-
-    Attributes:
-        record: the shared ``AttemptRecord``; its ``delay``/``delay_source``
-            are the wait before the *next* attempt (0 and NONE when none follows).
-        pacing_delay: seconds this call waited in the pacer before it was sent
-            (jittered pause, concurrency slot, requests-per-minute window).
-        retry_follows: True when the loop makes another attempt after this one
-            (a retry or a re-ask), so the execution is RETRY_SCHEDULED meanwhile.
-        model: the model asked (the one that answered when it succeeded).
-        usage: the tokens the provider reported, if any.
-        cost_nanos: their cost at the configured prices, nano-USD.
-    """
-
-    record: AttemptRecord
-    pacing_delay: float
-    retry_follows: bool
-    model: str = ""
-    usage: LLMUsage | None = None
-    cost_nanos: int = 0
-
-    @property
-    def number(self) -> int:
-        return self.record.number
-
-    @property
-    def error_type(self) -> ErrorType | None:
-        return self.record.error_type
-
-
-OnAttempt = Callable[[LLMAttempt], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class LLMOutcome:
-    """How a run ended.
-
-    Attributes:
-        text: the valid answer (JSON text when the request had an output_schema).
-        model: the model that answered.
-        attempts: this run's attempts, oldest first.
-        error: why the run failed; None on success.
-        value: the parsed answer when the request had an output_schema.
-        usage: token usage of the successful call, if the provider reported it.
-    """
-
-    text: str | None
-    model: str | None
-    attempts: list[LLMAttempt]
-    error: AgentError | None
-    value: Any = None
-    usage: LLMUsage | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
-
-    @property
-    def records(self) -> list[AttemptRecord]:
-        """The attempts' shared records, oldest first."""
-        return [attempt.record for attempt in self.attempts]
 
 
 @dataclass(slots=True)
@@ -487,7 +428,7 @@ class AttemptRunner:
             outcome = "failed" if following.stop is not None else "retried"
         error_type = NO_ERROR if result.error is None else result.error.error_type.value
         self.metrics.count_attempt(self.provider.name, error_type, outcome)
-        _trace_attempt(self.provider.name, attempt, result, outcome, error_type)
+        trace_attempt(self.provider.name, attempt, outcome, error_type)
         fields = {
             "attempt": record.number,
             "outcome": outcome,
@@ -507,29 +448,6 @@ class AttemptRunner:
             self._log.error("llm.attempt", message=record.message, exc_info=result.exc, **fields)
         else:
             self._log.warning("llm.attempt", message=record.message, **fields)
-
-
-def _trace_attempt(
-    provider: str, attempt: LLMAttempt, result: _Result, outcome: str, error_type: str
-) -> None:
-    """One ``llm.attempt`` span (a child of the run's span) when tracing is on."""
-    if not tracing.enabled():
-        return
-    record = attempt.record
-    attributes = {
-        "llm.provider": provider,
-        "llm.model": attempt.model,
-        "llm.attempt": record.number,
-        "llm.outcome": outcome,
-        "llm.error_type": error_type,
-        "llm.code": record.code,
-        "llm.delay_seconds": record.delay,
-        "llm.delay_source": record.delay_source.value,
-        "llm.pacing_delay_seconds": result.paced,
-    }
-    error = None if result.error is None else f"{error_type}: {record.code}"
-    started, finished = result.started_at, result.finished_at
-    tracing.record_span("llm.attempt", started, finished, attributes, error=error)
 
 
 def _pacing_source(delay: float) -> DelaySource:
