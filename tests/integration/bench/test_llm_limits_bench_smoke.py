@@ -26,7 +26,8 @@ def test_llm_limits_bench_runs_both_rows_at_a_tiny_size(
     monkeypatch.setattr(llm_limits_bench, "configure_logging", lambda *a, **k: None)
     llm_limits_bench.main(["--rate", "10", "--executions", "10", "--pg-url", postgres_server_url])
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.strip()[:1] in ("1", "2")]
+    table = out[out.index("Provider-key limits") :].splitlines()
+    rows = [line.split() for line in table if line.startswith("  ") and line.split()[0].isdigit()]
     assert [row[0] for row in rows] == ["1", "2"]
     assert all(row[5] == "0" for row in rows)  # every execution succeeded
     for name in ("llm_limits_bench", "execution_service_path"):
