@@ -12,6 +12,7 @@ event-loop lag p99 under that load.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -43,14 +44,30 @@ class Side:
     p50s: list[float] = field(default_factory=list)
     p99s: list[float] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> str:
         med = statistics.median
+        cpu = f", CPU {med(self.cpu_ms):.2f} ms/call" if self.cpu_ms else ""
         return (
             f"{self.name} {med(self.rates):.0f}/s, p50 {med(self.p50s):.1f} ms, "
-            f"p99 {med(self.p99s):.1f} ms, loop lag p99 {med(self.lags):.1f} ms "
+            f"p99 {med(self.p99s):.1f} ms, loop lag p99 {med(self.lags):.1f} ms{cpu} "
             f"(rounds {[round(r) for r in self.rates]})"
         )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there.
+
+    On a shared machine the rates swing with everyone else's load; the server's own
+    CPU time per call does not, so it is reported beside them.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive_timed(
@@ -107,8 +124,12 @@ async def withdraw_bid(stub: bids_pb2_grpc.BidServiceAsyncStub, bid_id: str) -> 
 
 async def timed_round(side: Side, call: Call, items: Sequence[Any], concurrency: int) -> None:
     await side.server.loop_lag_p99_ms()  # reset the server's lag samples
+    cpu_before = cpu_seconds(side.server.pid)
     seconds, latencies = await drive_timed(concurrency, items, partial(call, side.stub))
+    cpu_after = cpu_seconds(side.server.pid)
     side.lags.append(await side.server.loop_lag_p99_ms())
+    if cpu_before is not None and cpu_after is not None:
+        side.cpu_ms.append((cpu_after - cpu_before) * 1000 / len(items))
     side.rates.append(len(items) / seconds)
     cuts = statistics.quantiles(latencies, n=100)
     side.p50s.append(cuts[49] * 1000)
@@ -133,9 +154,14 @@ async def compare(
     service, bare = sides
     ratio = statistics.median(service.rates) / statistics.median(bare.rates)
     p99_ratio = statistics.median(service.p99s) / statistics.median(bare.p99s)
+    cpu_ratio = (
+        f"; CPU per call bare/service {statistics.median(bare.cpu_ms) / cpu:.2f}"
+        if service.cpu_ms and bare.cpu_ms and (cpu := statistics.median(service.cpu_ms))
+        else ""
+    )
     return Result(
         f"{rpc}, 1 instance vs bare grpc.aio+asyncpg server, {sizes.concurrency} in flight",
-        f"{service.summary()}; {bare.summary()}; p99 service/bare {p99_ratio:.2f} "
+        f"{service.summary()}; {bare.summary()}; p99 service/bare {p99_ratio:.2f}{cpu_ratio} "
         f"(medians of {sizes.path_rounds} x {n})",
         f"service/bare >= {TARGET_RATIO}, p99 <= {TARGET_P99}x bare",
         ratio,
