@@ -50,7 +50,7 @@ from marketplace_common.db_errors import (
 from marketplace_common.db_errors import UNAVAILABLE_RETRY_AFTER as UNAVAILABLE_RETRY_AFTER
 from marketplace_common.db_postgres import postgres_engine
 from marketplace_common.db_sqlite import WRITE_OPTION, sqlite_engine, write_gate
-from marketplace_common.retrying import Backoff, WaitPlan, retry_call
+from marketplace_common.retrying import JITTER, Backoff, WaitPlan, retry_call
 
 __all__ = [
     "WRITE_OPTION",
@@ -247,7 +247,7 @@ async def run_transaction(
         return await retry_call(
             attempt,
             retry_on=lambda exc: classify_db_error(exc) in RETRYABLE_KINDS,
-            wait=Backoff(base_delay, max_delay, rng or random.Random()),
+            wait=Backoff(base_delay, max_delay, rng or JITTER),
             attempts=attempts,
             before_wait=log_retry,
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 from marketplace_common.errors import AgentError, ErrorType, known_error
-from marketplace_common.retrying import Backoff, WaitPlan, retry_call
+from marketplace_common.retrying import JITTER, Backoff, WaitPlan, retry_call
 
 _log = structlog.get_logger(__name__)
 
@@ -60,9 +60,7 @@ async def call_until_landed(
         await retry_call(
             fn,
             retry_on=lambda exc: known_error(exc).error_type is ErrorType.TRANSIENT,
-            wait=Backoff(
-                policy.base_delay, policy.max_delay, rng or random.Random(), cap_directed=True
-            ),
+            wait=Backoff(policy.base_delay, policy.max_delay, rng or JITTER, cap_directed=True),
             before_wait=log_retry,
         )
     except Exception as exc:

@@ -29,7 +29,7 @@ from typing import TypeVar
 
 import structlog
 from marketplace_common.errors import AgentError, ErrorType
-from marketplace_common.retrying import Backoff, Clock, WaitPlan, retry_call
+from marketplace_common.retrying import JITTER, Backoff, Clock, WaitPlan, retry_call
 
 from marketplace_execution.domain.errors import LeaseLostError
 
@@ -84,7 +84,7 @@ async def until_stored(
     return await retry_call(
         fn,
         retry_on=_outage,
-        wait=Backoff(policy.base_delay, policy.max_delay, rng or random.Random()),
+        wait=Backoff(policy.base_delay, policy.max_delay, rng or JITTER),
         deadline=policy.budget_seconds,
         clock=clock,
         before_wait=log_retry,
