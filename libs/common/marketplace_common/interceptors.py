@@ -67,13 +67,10 @@ from marketplace_common.rpc_wrapping import (
     count_stream_messages,
     decode_leniently,
     grpc_type,
-    method_name,
 )
 from marketplace_common.status import to_rpc_status
 
 if TYPE_CHECKING:
-    from marketplace_common.rpc_wrapping import Continuation
-
     Context = grpc.aio.ServicerContext[Any, Any]
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -199,12 +196,12 @@ class TracingInterceptor(ScopedInterceptor):
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
 
-    async def intercept_service(  # type: ignore[override]  # None: method unknown here
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if method_name(handler_call_details).startswith(_QUIET_METHODS):
-            return await continuation(handler_call_details)
-        return await super().intercept_service(continuation, handler_call_details)
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if method.startswith(_QUIET_METHODS):
+            return handler
+        return super().wrap(handler, method)
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
@@ -253,18 +250,14 @@ class MetricsInterceptor(ScopedInterceptor):
     def __init__(self, metrics: GrpcServerMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(  # type: ignore[override]  # None: method unknown here
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        async def counted(details: grpc.HandlerCallDetails) -> Any:
-            handler = await continuation(details)
-            if handler is None or not (handler.request_streaming or handler.response_streaming):
-                return handler
-            service, name = split_method(method_name(details))
-            series = self.metrics.method(grpc_type(handler), service, name)
-            return count_stream_messages(handler, series.received.inc, series.sent.inc)
-
-        return await super().intercept_service(counted, handler_call_details)
+    def adapt(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if not (handler.request_streaming or handler.response_streaming):
+            return handler
+        service, name = split_method(method)
+        series = self.metrics.method(grpc_type(handler), service, name)
+        return count_stream_messages(handler, series.received.inc, series.sent.inc)
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
@@ -354,14 +347,10 @@ class ErrorMappingInterceptor(ScopedInterceptor):
         self.domain = domain
         self.log = logger if logger is not None else get_logger("marketplace.rpc")
 
-    async def intercept_service(  # type: ignore[override]  # None: method unknown here
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        async def lenient(details: grpc.HandlerCallDetails) -> Any:
-            handler = await continuation(details)
-            return None if handler is None else decode_leniently(handler, _undecodable)
-
-        return await super().intercept_service(lenient, handler_call_details)
+    def adapt(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        return decode_leniently(handler, _undecodable)
 
     @asynccontextmanager
     async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:

@@ -13,7 +13,7 @@ text and no details, before any interceptor runs): the body becomes an
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +252,59 @@ def count_stream_messages(
 
 
 class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Base class: runs every RPC's behaviour inside :meth:`scope`."""
+    """Base class: runs every RPC's behaviour inside :meth:`scope`.
+
+    :meth:`wrap` is the whole of what it does to a method's handler, so
+    :class:`InterceptorChain` can build the wrapped handler of a chain of
+    them once per method instead of once per call.
+    """
+
+    async def intercept_service(  # type: ignore[override]  # None: method unknown here
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return self.wrap(handler, method_name(handler_call_details))
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` (of ``method``), adapted, with its behaviour inside :meth:`scope`."""
+        kind = grpc_type(handler)
+
+        def scope(context: Context) -> AbstractAsyncContextManager[None]:
+            return self.scope(method, kind, context)
+
+        return wrap_handler(self.adapt(handler, method), scope)
+
+    def adapt(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler the scope wraps; override to change it first (``handler`` as is here)."""
+        return handler
+
+    def scope(self, method: str, kind: str, context: Context) -> AbstractAsyncContextManager[None]:
+        """The async context manager one RPC of ``method`` runs in."""
+        raise NotImplementedError
+
+
+class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Scoped interceptors run as one, their wrapped handler built once per method.
+
+    grpc.aio runs every interceptor's ``intercept_service`` on every call, and
+    each one builds a new wrapped handler; the result depends only on the
+    method's own handler, so the chain builds it on a method's first call and
+    hands out the same one afterwards (while the method's handler is the same
+    object). The scopes still run per call, outermost first, exactly as the
+    separate interceptors would.
+    """
+
+    def __init__(self, interceptors: Sequence[ScopedInterceptor]) -> None:
+        self.interceptors = tuple(interceptors)
+        self._built: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(  # type: ignore[override]  # None: method unknown here
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -261,16 +313,27 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = method_name(handler_call_details)
-        kind = grpc_type(handler)
+        built = self._built.get(method)
+        if built is not None and built[0] is handler:
+            return built[1]
+        wrapped = handler
+        for interceptor in reversed(self.interceptors):  # the innermost wraps first
+            wrapped = interceptor.wrap(wrapped, method)
+        self._built[method] = (handler, wrapped)
+        return wrapped
 
-        def scope(context: Context) -> AbstractAsyncContextManager[None]:
-            return self.scope(method, kind, context)
 
-        return wrap_handler(handler, scope)
-
-    def scope(self, method: str, kind: str, context: Context) -> AbstractAsyncContextManager[None]:
-        """The async context manager one RPC of ``method`` runs in."""
-        raise NotImplementedError
+def chain_interceptors(
+    interceptors: Sequence[grpc.aio.ServerInterceptor],  # type: ignore[type-arg]
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    """``interceptors`` (outermost first) with their leading run of scoped ones as one chain."""
+    scoped: list[ScopedInterceptor] = []
+    for interceptor in interceptors:
+        if not isinstance(interceptor, ScopedInterceptor):
+            break
+        scoped.append(interceptor)
+    rest = list(interceptors[len(scoped) :])
+    return [InterceptorChain(scoped), *rest] if scoped else rest
 
 
 def method_name(details: grpc.HandlerCallDetails) -> str:

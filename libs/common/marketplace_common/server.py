@@ -44,6 +44,7 @@ from marketplace_common.interceptors import default_interceptors
 from marketplace_common.logging import get_logger
 from marketplace_common.metrics import GrpcServerMetrics, MetricsHttpServer, start_metrics_server
 from marketplace_common.ports import check_port_free
+from marketplace_common.rpc_wrapping import chain_interceptors
 from marketplace_common.settings import ServiceSettings
 
 HEALTH_SERVICE_NAME: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -376,7 +377,7 @@ def create_grpc_server(
         *interceptors,
     ]
     server = grpc.aio.server(
-        interceptors=chain,
+        interceptors=chain_interceptors(chain),
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
