@@ -10,16 +10,17 @@ generation, and the service recovers without a restart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_only
 
-__all__ = ["postgres_engine"]
+__all__ = ["begin_with_settings", "postgres_engine"]
 
 
 def postgres_engine(
@@ -79,3 +80,70 @@ def _ping_on_checkout(
         await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
     except Exception as exc:
         raise sa_exc.InvalidatePoolError("pre-ping failed") from exc
+
+
+# --- BEGIN with SET LOCAL in one round trip --------------------------------------
+
+_ISOLATION: dict[str | None, str] = {
+    None: "",  # the server's default, as asyncpg leaves it
+    "read_committed": " ISOLATION LEVEL READ COMMITTED",
+    "read_uncommitted": " ISOLATION LEVEL READ UNCOMMITTED",
+    "repeatable_read": " ISOLATION LEVEL REPEATABLE READ",
+    "serializable": " ISOLATION LEVEL SERIALIZABLE",
+}
+LOCAL_SETTINGS = frozenset(
+    {"lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"}
+)
+
+
+class _BegunTransaction:
+    """The asyncpg adapter's handle on a transaction whose BEGIN we sent ourselves."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def commit(self) -> None:
+        await self._connection.execute("COMMIT;")
+
+    async def rollback(self) -> None:
+        await self._connection.execute("ROLLBACK;")
+
+
+async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]) -> bool:
+    """Begin ``session``'s transaction with ``SET LOCAL name = value`` for each setting,
+    all in one round trip; False (nothing sent) when that cannot be done here.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN on its own just before the first
+    statement, so settings local to the transaction would cost a round trip
+    more (``set_config(..., true)`` after BEGIN). Here BEGIN (with the
+    adapter's isolation level, READ ONLY and DEFERRABLE as it would send them)
+    and the SET LOCALs go as one simple-query message, and the adapter is
+    handed the open transaction, which it commits or rolls back as its own.
+    Only whole-number settings of :data:`LOCAL_SETTINGS` (milliseconds), so
+    nothing but digits is ever spliced into the SQL. False when the session is
+    not on asyncpg, its transaction has already begun, or it is in autocommit:
+    the caller then sets them with ``set_config`` after all.
+    """
+    unknown = set(settings) - LOCAL_SETTINGS
+    if unknown:
+        raise ValueError(f"not a local setting begin_with_settings knows: {sorted(unknown)}")
+    connection = await session.connection()
+    if connection.dialect.driver != "asyncpg":
+        return False
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    isolation = _ISOLATION.get(getattr(adapted, "isolation_level", None))
+    if isolation is None or getattr(adapted, "_transaction", True) is not None:
+        return False
+    sql = "BEGIN" + isolation
+    if adapted.readonly:
+        sql += " READ ONLY"
+    if adapted.deferrable:
+        sql += " DEFERRABLE"
+    sql += ";" + "".join(f"SET LOCAL {name} = {int(value)};" for name, value in settings.items())
+    driver = adapted.driver_connection
+    async with adapted._execute_mutex:
+        await driver.execute(sql)
+        adapted._transaction = _BegunTransaction(driver)
+    return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -16,7 +17,7 @@ from marketplace_bids.storage.unit_of_work import SqlRepositories, SqlUnitOfWork
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.errors import DeadlineExceededError
 from marketplace_common.rpc_context import CallInfo, reset_current_call, set_current_call
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -110,3 +111,35 @@ async def test_lock_wait_ends_at_the_callers_deadline(engine: AsyncEngine, pg_ur
     finally:
         await holder.close()
     assert 0.3 < took < 3, took
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+async def test_timeouts_ride_on_the_begin(pg_url: str, write: bool) -> None:
+    # SET LOCAL goes in the BEGIN's own message: no round trip of its own.
+    await migrate(pg_url)
+    engine = create_engine(pg_url, pool_size=1)
+    sent: list[str] = []
+
+    def log_queries(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+
+    event.listen(engine.sync_engine.pool, "connect", log_queries)
+    uow = SqlUnitOfWork(make_sessionmaker(engine), lock_timeout_ms=4000)
+    try:
+        with serving_call(20.0):
+            statement, lock = await uow.run(
+                lambda repos: _settings(repos, "statement_timeout", "lock_timeout"), write=write
+            )
+    finally:
+        await engine.dispose()
+    begins = [q for q in sent if q.startswith("BEGIN")]
+    assert len(begins) == 1, sent
+    assert "SET LOCAL statement_timeout = " in begins[0]
+    assert ("SET LOCAL lock_timeout = 4000;" in begins[0]) is write
+    assert ("READ ONLY" in begins[0]) is not write
+    assert statement.endswith("s")
+    assert lock == ("4s" if write else "0")
+
+
+async def _settings(repos: Repositories, *names: str) -> tuple[str, ...]:
+    return tuple([await _setting(repos, name) for name in names])

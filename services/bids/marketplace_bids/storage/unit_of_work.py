@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from marketplace_common.db import run_transaction
+from marketplace_common.db_postgres import begin_with_settings
 from marketplace_common.rpc_context import current_call
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -64,7 +65,8 @@ class SqlUnitOfWork:
         attempts: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._lock_timeout_ms = str(int(lock_timeout_ms))
+        self._lock_timeout = int(lock_timeout_ms)
+        self._lock_timeout_ms = str(self._lock_timeout)
         self._attempts = attempts
 
     async def run(self, fn: Callable[[Repositories], Awaitable[T]], *, write: bool = True) -> T:
@@ -76,9 +78,15 @@ class SqlUnitOfWork:
         return await run_transaction(self._sessionmaker, work, write=write, attempts=self._attempts)
 
     async def _set_timeouts(self, session: AsyncSession, *, write: bool) -> None:
-        # One round trip; set_config(..., true) is SET LOCAL: it ends with the transaction.
         # Computed per attempt, so a retried transaction gets only the time still left.
+        # SET LOCAL ends with the transaction; sent with its BEGIN, it costs no round trip.
         statement_ms = deadline_ms()
+        settings = {} if statement_ms is None else {"statement_timeout": statement_ms}
+        if write:
+            settings["lock_timeout"] = self._lock_timeout
+        if not settings or await begin_with_settings(session, settings):
+            return
+        # One round trip after BEGIN; set_config(..., true) is SET LOCAL.
         if statement_ms is None:
             if write:
                 await session.execute(_SET_LOCK_TIMEOUT, {"lock": self._lock_timeout_ms})
