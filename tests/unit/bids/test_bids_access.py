@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from marketplace_bids.domain import access
-from marketplace_bids.domain.errors import NotOwnerError
+from marketplace_bids.domain.errors import BidNotFoundError, NotOwnerError, TaskNotFoundError
 from marketplace_bids.domain.models import Bid, Task
 from marketplace_bids.domain.values import BidStatus, Money, TaskStatus
 from marketplace_common.auth import Principal, Role
@@ -37,8 +37,10 @@ def test_task_visible_to_owner_service_and_admin(who: Principal) -> None:
 
 @pytest.mark.parametrize("who", [BOB, AGENT])
 def test_task_hidden_from_others(who: Principal) -> None:
-    with pytest.raises(NotOwnerError):
+    # As for an unknown id: nothing tells a stranger the task exists, nor whose it is.
+    with pytest.raises(TaskNotFoundError) as raised:
         access.check_can_see_task(who, TASK)
+    assert "alice" not in raised.value.message.lower()
 
 
 @pytest.mark.parametrize("who", [AGENT, ALICE, ADMIN])
@@ -48,8 +50,9 @@ def test_bid_visible_to_its_agent_clients_and_admin(who: Principal) -> None:
 
 @pytest.mark.parametrize("who", [OTHER_AGENT, SERVICE])
 def test_bid_hidden_from_other_agents_and_service(who: Principal) -> None:
-    with pytest.raises(NotOwnerError):
+    with pytest.raises(BidNotFoundError) as raised:
         access.check_can_see_bid(who, BID)
+    assert "agent-1" not in raised.value.message
 
 
 def test_client_task_list_is_pinned_to_itself() -> None:
