@@ -48,6 +48,7 @@ class FakeBids(_BidsBase):
     FailTask = _BidsBase.FailTask
     CreateDeliveryToken = _BidsBase.CreateDeliveryToken
     GetDelivery = _BidsBase.GetDelivery
+    ListTaskEvents = _BidsBase.ListTaskEvents
 
     slow_seconds: float = 0.5
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)

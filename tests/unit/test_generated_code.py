@@ -44,7 +44,7 @@ def test_every_rpc_of_the_contract_is_generated() -> None:
     assert bids == {
         "CreateTask", "GetTask", "ListTasks", "PlaceBid", "GetBid", "ListBids",
         "WithdrawBid", "AcceptBid", "RejectBid", "ListBidEvents", "StartTask",
-        "CompleteTask", "FailTask", "CreateDeliveryToken", "GetDelivery",
+        "CompleteTask", "FailTask", "CreateDeliveryToken", "GetDelivery", "ListTaskEvents",
     }  # fmt: skip
     assert execution == {
         "SubmitExecution", "GetExecution", "ListExecutions", "WatchExecution",

@@ -81,9 +81,13 @@ async def test_another_clients_task_looks_unknown(bids: Harness) -> None:
     unknown_id = new_id()
     for who in ("bob", "agent"):
         caller = bids.as_(who)
-        d = await expect_error(caller.GetTask(bids_pb2.GetTaskRequest(task_id=task.task_id)))
-        unknown = await expect_error(caller.GetTask(bids_pb2.GetTaskRequest(task_id=unknown_id)))
-        assert_like_unknown(d, task.task_id, unknown, unknown_id)
+        for rpc, request in (
+            (caller.GetTask, bids_pb2.GetTaskRequest),
+            (caller.ListTaskEvents, bids_pb2.ListTaskEventsRequest),
+        ):
+            d = await expect_error(rpc(request(task_id=task.task_id)))
+            unknown = await expect_error(rpc(request(task_id=unknown_id)))
+            assert_like_unknown(d, task.task_id, unknown, unknown_id)
 
 
 async def test_agent_cannot_bid_as_another_agent(bids: Harness) -> None:

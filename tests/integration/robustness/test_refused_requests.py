@@ -288,6 +288,12 @@ async def test_wrong_principals_are_refused_and_change_nothing(
             "BID_NOT_FOUND",
         ),
         ("GetTask", bids_pb2.GetTaskRequest(task_id=task_id), ["bob", "agent"], "TASK_NOT_FOUND"),
+        (
+            "ListTaskEvents",
+            bids_pb2.ListTaskEventsRequest(task_id=task_id),
+            ["bob", "agent"],
+            "TASK_NOT_FOUND",
+        ),
         ("CreateDeliveryToken", delivery, ["bob", "agent", "service"], "TASK_NOT_FOUND"),
     ]
     cases += [

@@ -17,7 +17,7 @@ from marketplace.common.v1 import common_pb2
 from marketplace_common.errors import ErrorType
 
 from marketplace_bids.domain.delivery import DeliveryResponse
-from marketplace_bids.domain.models import Bid, BidEvent, IssuedToken, Task
+from marketplace_bids.domain.models import Bid, BidEvent, IssuedToken, Task, TaskEvent
 from marketplace_bids.domain.values import BidStatus, Money, TaskStatus
 
 _TIMESTAMP = "google.protobuf.Timestamp"
@@ -170,6 +170,18 @@ def bid_event(value: BidEvent) -> bids_pb2.BidEvent:
         previous_status=bid_status(value.previous_status),
         new_status=bid_status(value.new_status),
         reason=value.reason,
+        actor=value.actor,
+        created_at=timestamp(value.created_at),
+    )
+
+
+def task_event(value: TaskEvent) -> bids_pb2.TaskEvent:
+    return bids_pb2.TaskEvent(
+        event_id=value.event_id,
+        task_id=value.task_id,
+        previous_status=task_status(value.previous_status),
+        new_status=task_status(value.new_status),
+        execution_id=value.execution_id,
         actor=value.actor,
         created_at=timestamp(value.created_at),
     )

@@ -120,6 +120,16 @@ class BidServicer(bids_pb2_grpc.BidServiceServicer):
             next_page_token=page.next_page_token,
         )
 
+    async def ListTaskEvents(
+        self, request: bids_pb2.ListTaskEventsRequest, context: Context
+    ) -> bids_pb2.ListTaskEventsResponse:
+        req = r.parse(r.ListTaskEventsRequest, convert.request_fields(request))
+        page = await self._tasks.list_task_events(current_principal(), req)
+        return bids_pb2.ListTaskEventsResponse(
+            events=[convert.task_event(e) for e in page.items],
+            next_page_token=page.next_page_token,
+        )
+
     async def StartTask(
         self, request: bids_pb2.StartTaskRequest, context: Context
     ) -> bids_pb2.StartTaskResponse:

@@ -85,6 +85,7 @@ class BidEventRepository(Protocol):
 
 class TaskEventRepository(Protocol):
     async def add(self, event: TaskEvent) -> None: ...
+    async def list(self, task_id: str, after: Keyset | None, limit: int) -> list[TaskEvent]: ...
 
 
 class IdempotencyRepository(Protocol):

@@ -186,6 +186,12 @@ class ListBidEventsRequest(Request):
     page_token: PageToken = ""
 
 
+class ListTaskEventsRequest(Request):
+    task_id: Uuid
+    page_size: PageSize = DEFAULT_PAGE_SIZE
+    page_token: PageToken = ""
+
+
 class StartTaskRequest(Request):
     task_id: Uuid
     execution_id: ExecutionId

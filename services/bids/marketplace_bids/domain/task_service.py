@@ -30,6 +30,7 @@ from marketplace_bids.domain.requests import (
     CreateTaskRequest,
     FailTaskRequest,
     GetTaskRequest,
+    ListTaskEventsRequest,
     ListTasksRequest,
     Request,
     StartTaskRequest,
@@ -123,6 +124,23 @@ class TaskService:
 
         rows = await self._uow.run(work, write=False)
         return make_page(rows, req.page_size, scope, lambda t: Keyset(t.created_at, t.task_id))
+
+    async def list_task_events(
+        self, principal: Principal, req: ListTaskEventsRequest
+    ) -> Page[TaskEvent]:
+        """A task's audit trail, oldest first; a task the caller may not see is unknown."""
+        scope = filters_hash("task_events", {"task_id": req.task_id})
+        after = decode_token(req.page_token, scope)
+
+        async def work(repos: Repositories) -> list[TaskEvent]:
+            task = await repos.tasks.get(req.task_id)
+            if task is None:
+                raise TaskNotFoundError(req.task_id)
+            access.check_can_see_task(principal, task)
+            return await repos.task_events.list(req.task_id, after, req.page_size + 1)
+
+        rows = await self._uow.run(work, write=False)
+        return make_page(rows, req.page_size, scope, lambda e: Keyset(e.created_at, e.event_id))
 
     async def start_task(self, principal: Principal, req: StartTaskRequest) -> Task:
         """PENDING -> PROCESSING for an execution."""

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task, TaskEvent
+from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task
 from marketplace_bids.domain.pagination import Keyset
 from marketplace_bids.domain.ports import (
     PENDING_BID_KEY,
@@ -41,7 +41,6 @@ from marketplace_bids.storage.tables import (
     BidRow,
     DeliveryTokenRow,
     IdempotencyRow,
-    TaskEventRow,
     TaskRow,
 )
 
@@ -196,7 +195,7 @@ def _table(row: type[Any]) -> Table:
 
 
 _TASKS, _BIDS = _table(TaskRow), _table(BidRow)
-_BID_EVENTS, _TASK_EVENTS = _table(BidEventRow), _table(TaskEventRow)
+_BID_EVENTS = _table(BidEventRow)
 _KEYS, _DELIVERY_TOKENS = _table(IdempotencyRow), _table(DeliveryTokenRow)
 
 _TASK_GET = select(TaskRow).where(TaskRow.task_id == bindparam("task_id"))
@@ -329,20 +328,6 @@ class SqlBidEventRepository(_Repository):
     async def list(self, bid_id: str, after: Keyset | None, limit: int) -> list[BidEvent]:
         stmt = bid_event_list_statement(bid_id, after, limit)
         return [_event(r) for r in await self._execute(stmt)]
-
-
-class SqlTaskEventRepository(_Repository):
-    async def add(self, event: TaskEvent) -> None:
-        values = {
-            "event_id": event.event_id,
-            "task_id": event.task_id,
-            "previous_status": event.previous_status.value,
-            "new_status": event.new_status.value,
-            "execution_id": event.execution_id,
-            "actor": event.actor,
-            "created_at": event.created_at,
-        }
-        await self._execute(insert(_TASK_EVENTS), values)
 
 
 class SqlIdempotencyRepository(_Repository):

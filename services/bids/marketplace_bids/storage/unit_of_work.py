@@ -19,10 +19,10 @@ from marketplace_bids.storage.repositories import (
     SqlBidRepository,
     SqlDeliveryTokenRepository,
     SqlIdempotencyRepository,
-    SqlTaskEventRepository,
     SqlTaskRepository,
     savepoint,
 )
+from marketplace_bids.storage.task_events import SqlTaskEventRepository
 
 T = TypeVar("T")
 

@@ -256,6 +256,68 @@ export declare type BidEvent = Message<"marketplace.bids.v1.BidEvent"> & {
 export declare const BidEventSchema: GenMessage<BidEvent>;
 
 /**
+ * One transition of a task, in the audit trail.
+ *
+ * @generated from message marketplace.bids.v1.TaskEvent
+ */
+export declare type TaskEvent = Message<"marketplace.bids.v1.TaskEvent"> & {
+  /**
+   * The caller-chosen idempotency key of the transition.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * The task that changed.
+   *
+   * @generated from field: string task_id = 2;
+   */
+  taskId: string;
+
+  /**
+   * Status before the transition.
+   *
+   * @generated from field: marketplace.bids.v1.TaskStatus previous_status = 3;
+   */
+  previousStatus: TaskStatus;
+
+  /**
+   * Status after the transition.
+   *
+   * @generated from field: marketplace.bids.v1.TaskStatus new_status = 4;
+   */
+  newStatus: TaskStatus;
+
+  /**
+   * The execution that made the transition.
+   *
+   * @generated from field: string execution_id = 5;
+   */
+  executionId: string;
+
+  /**
+   * Who: the principal's role and subject, for example "service:execution".
+   *
+   * @generated from field: string actor = 6;
+   */
+  actor: string;
+
+  /**
+   * When the transition happened.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketplace.bids.v1.TaskEvent.
+ * Use `create(TaskEventSchema)` to create a new message.
+ */
+export declare const TaskEventSchema: GenMessage<TaskEvent>;
+
+/**
  * What a client receives for a completed task.
  *
  * @generated from message marketplace.bids.v1.Delivery
@@ -959,6 +1021,68 @@ export declare type ListBidEventsResponse = Message<"marketplace.bids.v1.ListBid
 export declare const ListBidEventsResponseSchema: GenMessage<ListBidEventsResponse>;
 
 /**
+ * Request for ListTaskEvents (AIP-158).
+ *
+ * @generated from message marketplace.bids.v1.ListTaskEventsRequest
+ */
+export declare type ListTaskEventsRequest = Message<"marketplace.bids.v1.ListTaskEventsRequest"> & {
+  /**
+   * The task's UUID.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * 0 means the default (50); values above 500 are coerced to 500 (AIP-158);
+   * negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous call with the same task_id.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message marketplace.bids.v1.ListTaskEventsRequest.
+ * Use `create(ListTaskEventsRequestSchema)` to create a new message.
+ */
+export declare const ListTaskEventsRequestSchema: GenMessage<ListTaskEventsRequest>;
+
+/**
+ * Response for ListTaskEvents.
+ *
+ * @generated from message marketplace.bids.v1.ListTaskEventsResponse
+ */
+export declare type ListTaskEventsResponse = Message<"marketplace.bids.v1.ListTaskEventsResponse"> & {
+  /**
+   * The page, oldest first.
+   *
+   * @generated from field: repeated marketplace.bids.v1.TaskEvent events = 1;
+   */
+  events: TaskEvent[];
+
+  /**
+   * Token for the next page; empty at the end.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message marketplace.bids.v1.ListTaskEventsResponse.
+ * Use `create(ListTaskEventsResponseSchema)` to create a new message.
+ */
+export declare const ListTaskEventsResponseSchema: GenMessage<ListTaskEventsResponse>;
+
+/**
  * Request for StartTask.
  *
  * @generated from message marketplace.bids.v1.StartTaskRequest
@@ -1501,6 +1625,18 @@ export declare const BidService: GenService<{
     methodKind: "unary";
     input: typeof GetDeliveryRequestSchema;
     output: typeof GetDeliveryResponseSchema;
+  },
+  /**
+   * Lists a task's audit events (its transitions), oldest first,
+   * keyset-paginated. The same access rules as GetTask: a task the caller may
+   * not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
+   *
+   * @generated from rpc marketplace.bids.v1.BidService.ListTaskEvents
+   */
+  listTaskEvents: {
+    methodKind: "unary";
+    input: typeof ListTaskEventsRequestSchema;
+    output: typeof ListTaskEventsResponseSchema;
   },
 }>;
 

@@ -108,6 +108,24 @@ class BidEvent(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     def __init__(self, event_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., previous_status: _Optional[_Union[BidStatus, str]] = ..., new_status: _Optional[_Union[BidStatus, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class TaskEvent(_message.Message):
+    __slots__ = ("event_id", "task_id", "previous_status", "new_status", "execution_id", "actor", "created_at")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    NEW_STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    task_id: str
+    previous_status: TaskStatus
+    new_status: TaskStatus
+    execution_id: str
+    actor: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., task_id: _Optional[str] = ..., previous_status: _Optional[_Union[TaskStatus, str]] = ..., new_status: _Optional[_Union[TaskStatus, str]] = ..., execution_id: _Optional[str] = ..., actor: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Delivery(_message.Message):
     __slots__ = ("task_id", "client_email", "result", "amount", "delivered_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +331,24 @@ class ListBidEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[BidEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[BidEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListTaskEventsRequest(_message.Message):
+    __slots__ = ("task_id", "page_size", "page_token")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, task_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTaskEventsResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("task_id", "execution_id", "event_id")

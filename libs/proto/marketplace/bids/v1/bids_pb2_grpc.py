@@ -119,6 +119,11 @@ class BidServiceStub:
                 request_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryRequest.SerializeToString,
                 response_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryResponse.FromString,
                 _registered_method=True)
+        self.ListTaskEvents = channel.unary_unary(
+                '/marketplace.bids.v1.BidService/ListTaskEvents',
+                request_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.SerializeToString,
+                response_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.FromString,
+                _registered_method=True)
 
 
 class BidServiceServicer:
@@ -245,6 +250,15 @@ class BidServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskEvents(self, request, context):
+        """Lists a task's audit events (its transitions), oldest first,
+        keyset-paginated. The same access rules as GetTask: a task the caller may
+        not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BidServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -322,6 +336,11 @@ def add_BidServiceServicer_to_server(servicer, server):
                     servicer.GetDelivery,
                     request_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryRequest.FromString,
                     response_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryResponse.SerializeToString,
+            ),
+            'ListTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskEvents,
+                    request_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.FromString,
+                    response_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -739,6 +758,33 @@ class BidService:
             '/marketplace.bids.v1.BidService/GetDelivery',
             marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryRequest.SerializeToString,
             marketplace_dot_bids_dot_v1_dot_bids__pb2.GetDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.bids.v1.BidService/ListTaskEvents',
+            marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.SerializeToString,
+            marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

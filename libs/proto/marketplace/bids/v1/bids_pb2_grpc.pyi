@@ -84,6 +84,11 @@ class BidServiceStub:
     """Redeems a delivery token. Unknown and expired tokens both answer
     NOT_FOUND with reason DELIVERY_NOT_FOUND.
     """
+    ListTaskEvents: _grpc.UnaryUnaryMultiCallable[_bids_pb2.ListTaskEventsRequest, _bids_pb2.ListTaskEventsResponse]
+    """Lists a task's audit events (its transitions), oldest first,
+    keyset-paginated. The same access rules as GetTask: a task the caller may
+    not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
+    """
 
 @_typing.type_check_only
 class BidServiceAsyncStub(BidServiceStub):
@@ -140,6 +145,11 @@ class BidServiceAsyncStub(BidServiceStub):
     GetDelivery: _aio.UnaryUnaryMultiCallable[_bids_pb2.GetDeliveryRequest, _bids_pb2.GetDeliveryResponse]  # type: ignore[assignment]
     """Redeems a delivery token. Unknown and expired tokens both answer
     NOT_FOUND with reason DELIVERY_NOT_FOUND.
+    """
+    ListTaskEvents: _aio.UnaryUnaryMultiCallable[_bids_pb2.ListTaskEventsRequest, _bids_pb2.ListTaskEventsResponse]  # type: ignore[assignment]
+    """Lists a task's audit events (its transitions), oldest first,
+    keyset-paginated. The same access rules as GetTask: a task the caller may
+    not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
     """
 
 class BidServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -284,6 +294,17 @@ class BidServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_bids_pb2.GetDeliveryResponse, _abc.Awaitable[_bids_pb2.GetDeliveryResponse]]:
         """Redeems a delivery token. Unknown and expired tokens both answer
         NOT_FOUND with reason DELIVERY_NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskEvents(
+        self,
+        request: _bids_pb2.ListTaskEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bids_pb2.ListTaskEventsResponse, _abc.Awaitable[_bids_pb2.ListTaskEventsResponse]]:
+        """Lists a task's audit events (its transitions), oldest first,
+        keyset-paginated. The same access rules as GetTask: a task the caller may
+        not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
         """
 
 def add_BidServiceServicer_to_server(servicer: BidServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
