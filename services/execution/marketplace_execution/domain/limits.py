@@ -45,9 +45,6 @@ from marketplace_common.retrying import Clock, SystemClock
 CHECK_AHEAD = 0.1
 """Seconds before its slot a waiting caller checks the key's cooldown once more."""
 
-_SLICE = 1.0
-"""The slice (seconds) providers are assumed to count their per-minute limits in."""
-
 
 @dataclass(frozen=True, slots=True)
 class KeyLimits:
@@ -219,7 +216,6 @@ class ProviderLimiter:
         key = self.key(provider, model)
         cost = self._cost(model, tokens)
         started = self._clock.monotonic()
-        rebooked = False
         while True:
             booked = await self.state.reserve(key, cost)
             wait = max(booked.wait, booked.cooldown_left, 0.0)
@@ -239,13 +235,6 @@ class ProviderLimiter:
                 rest = slot - self._clock.monotonic()
                 if rest > 0:
                     await self._clock.sleep(rest)
-                # Woken too late (a busy host): going now would squeeze the calls
-                # booked after this slot into less than the provider's slice. Book
-                # again instead, once (a slot is lost, not a 429 risked).
-                late = self._clock.monotonic() - slot
-                if late > self.settings.margin * _SLICE and cost.request_cost and not rebooked:
-                    rebooked = True
-                    continue
             # A 429 this process received moments ago may not be stored yet: it
             # holds this call back at once, then the slot is booked again.
             local = self._local_until.get(key, 0.0) - self._clock.monotonic()
