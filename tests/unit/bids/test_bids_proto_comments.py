@@ -28,7 +28,7 @@ def _comments_of(field: str) -> list[str]:
 
 def test_every_page_size_documents_default_and_coercion() -> None:
     comments = _comments_of("page_size")
-    assert len(comments) == 3
+    assert len(comments) == 4  # ListTasks, ListBids, ListBidEvents, ListTaskEvents
     for comment in comments:
         assert f"default ({DEFAULT_PAGE_SIZE})" in comment
         assert f"above {MAX_PAGE_SIZE} are coerced to {MAX_PAGE_SIZE}" in comment
