@@ -27,6 +27,25 @@ async def test_concurrent_adds_take_exactly_the_limit(engine: AsyncEngine) -> No
     assert await stores[1].add("agent:a", MINUTE, start + timedelta(minutes=1), 1, 10)
 
 
+async def test_concurrent_admissions_take_exactly_the_limit_and_respect_the_day(
+    engine: AsyncEngine,
+) -> None:
+    stores = [SqlQuotaStore(engine), SqlQuotaStore(engine)]
+    now = datetime.now(UTC)
+    minute, day = MINUTE.start(now), DAY.start(now)
+    results = await asyncio.gather(
+        *(stores[i % 2].admit("agent:a", (day, 100), (minute, 7)) for i in range(30))
+    )
+    assert results.count(None) == 7
+    assert results.count(MINUTE) == 23
+    # The day's tokens used up: refused on TOKENS_PER_DAY, and no call is taken.
+    await stores[0].add("agent:t", DAY, day, 100, None)
+    assert await stores[1].admit("agent:t", (day, 100), (minute, 7)) is DAY
+    assert await stores[1].used("agent:t", MINUTE, minute) == 0
+    assert await stores[0].admit("agent:t", (day, 101), (minute, 7)) is None
+    assert await stores[1].used("agent:t", MINUTE, minute) == 1
+
+
 async def test_unbounded_adds_sum_and_an_amount_over_the_limit_is_refused(
     engine: AsyncEngine,
 ) -> None:

@@ -65,6 +65,17 @@ class QuotaStore(Protocol):
         """The counter's value (0 when there is none)."""
         ...
 
+    async def admit(
+        self,
+        principal: str,
+        tokens: tuple[datetime, int] | None,
+        calls: tuple[datetime, int] | None,
+    ) -> QuotaWindow | None:
+        """In one transaction: None when the day's tokens (window start, limit) are
+        below their limit and one more call fits in the minute's (taken then);
+        else the window that is used up (nothing taken)."""
+        ...
+
 
 class CompleteQuota:
     """Admits Complete calls within the limits and charges their tokens."""
@@ -79,18 +90,21 @@ class CompleteQuota:
         return principal.role is not Role.ADMIN
 
     async def admit(self, principal: str) -> None:
-        """Takes one call of the minute, or raises QuotaExceededError."""
+        """Takes one call of the minute, or raises QuotaExceededError (one transaction)."""
         now = self._now()
-        tokens = self._limits.tokens_per_day
-        if tokens:
-            day = QuotaWindow.TOKENS_PER_DAY
-            if await self._store.used(principal, day, day.start(now)) >= tokens:
-                raise QuotaExceededError(day.value, tokens, _until(day.end(now), now))
-        calls = self._limits.calls_per_minute
-        if calls:
-            minute = QuotaWindow.CALLS_PER_MINUTE
-            if not await self._store.add(principal, minute, minute.start(now), 1, calls):
-                raise QuotaExceededError(minute.value, calls, _until(minute.end(now), now))
+        day, minute = QuotaWindow.TOKENS_PER_DAY, QuotaWindow.CALLS_PER_MINUTE
+        tokens, calls = self._limits.tokens_per_day, self._limits.calls_per_minute
+        if not tokens and not calls:
+            return
+        full = await self._store.admit(
+            principal,
+            (day.start(now), tokens) if tokens else None,
+            (minute.start(now), calls) if calls else None,
+        )
+        if full is day and tokens:
+            raise QuotaExceededError(day.value, tokens, _until(day.end(now), now))
+        if full is minute and calls:
+            raise QuotaExceededError(minute.value, calls, _until(minute.end(now), now))
 
     async def charge_tokens(self, principal: str, tokens: int) -> None:
         """Adds the tokens a call used to the principal's day."""
