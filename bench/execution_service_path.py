@@ -26,8 +26,8 @@ from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace.execution.v1 import execution_pb2, execution_pb2_grpc
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.migrations import upgrade_async
+from marketplace_common.paging import PageCursor
 from marketplace_execution.domain.models import Execution, ExecutionStatus
-from marketplace_execution.domain.paging import PageCursor
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.server import create_server
 from marketplace_execution.settings import ExecutionSettings

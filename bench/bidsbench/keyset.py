@@ -11,8 +11,12 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 import grpc.aio
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
-from marketplace_bids.domain.pagination import Keyset, decode_token, encode_token, filters_hash
 from marketplace_bids.domain.ports import TaskFilter
+from marketplace_common.paging import (
+    decode_page_token,
+    encode_page_token,
+    filters_digest,
+)
 
 from bidsbench.common import Sizes, ms
 from bidsbench.instances import AS_ADMIN
@@ -31,7 +35,7 @@ class DeepPage:
 
 def list_scope(filters: TaskFilter) -> str:
     """The filter hash TaskService.list_tasks puts in (and checks on) its page tokens."""
-    return filters_hash("tasks", {f.name: getattr(filters, f.name) for f in fields(filters)})
+    return filters_digest("tasks", {f.name: getattr(filters, f.name) for f in fields(filters)})
 
 
 async def deep_page_token(conn: Any, sizes: Sizes, heavy: str) -> DeepPage:
@@ -44,7 +48,7 @@ async def deep_page_token(conn: Any, sizes: Sizes, heavy: str) -> DeepPage:
         heavy,
         position,
     )
-    token = encode_token(Keyset(rows[0]["created_at"], rows[0]["task_id"]), list_scope(filters))
+    token = encode_page_token(rows[0]["created_at"], rows[0]["task_id"], list_scope(filters))
     return DeepPage(filters, token, rows[1]["task_id"])
 
 
@@ -56,7 +60,7 @@ def alternating(n: int, pair: tuple[T, T]) -> Iterator[T]:
 
 async def time_pages_by_query(conn: Any, sizes: Sizes, deep: DeepPage) -> Result:
     limit, page = sizes.page_size + 1, sizes.deep_page
-    after = decode_token(deep.token, list_scope(deep.filters))  # as list_tasks does
+    after = decode_page_token(deep.token, list_scope(deep.filters))  # as list_tasks does
     first, deepest = list_query(deep.filters, None, limit), list_query(deep.filters, after, limit)
     if (await conn.fetch(deepest[0], *deepest[1]))[0]["task_id"] != deep.first_id:
         raise RuntimeError("the keyset query does not open the page at the expected row")

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from marketplace_bids.domain.pagination import Keyset
 from marketplace_bids.domain.ports import TaskFilter
 from marketplace_bids.storage.repositories import task_list_statement
+from marketplace_common.paging import PageCursor
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from bidsbench.common import LIST_INDEX, Sizes, ms
@@ -29,7 +29,7 @@ FORCE_SEQ = (
 _PG = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
-def list_query(filters: TaskFilter, after: Keyset | None, limit: int) -> tuple[str, list[Any]]:
+def list_query(filters: TaskFilter, after: PageCursor | None, limit: int) -> tuple[str, list[Any]]:
     """The repository's ListTasks statement as PostgreSQL/asyncpg SQL and its arguments."""
     compiled = task_list_statement(filters, after, limit).compile(dialect=_PG)
     args = []

@@ -203,6 +203,20 @@ class OutOfRangeError(PermanentError):
     default_reason = "OUT_OF_RANGE"
 
 
+class IdempotencyKeyReusedError(InvalidArgumentError):
+    """An idempotency key (``request_id``, ``event_id``) came before with another request."""
+
+    default_reason = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, field: str, key: object) -> None:
+        super().__init__(
+            f"{field} {key} was already used with a different request",
+            violations=[FieldViolation(field, "already used with a different request")],
+        )
+        self.field = field
+        self.key = str(key)
+
+
 class LLMOutputInvalidError(PermanentError):
     """The LLM re-ask budget is spent (or the same validation error came twice).
 

@@ -53,11 +53,13 @@ from marketplace_common.db import WRITE_OPTION, create_engine
 __all__ = [
     "MIGRATION_LOCK_ID",
     "URL_ATTRIBUTE",
+    "NotMigratedError",
     "alembic_config",
     "current_revision",
     "downgrade",
     "downgrade_async",
     "is_up_to_date",
+    "require_migrated",
     "run_env",
     "script_heads",
     "upgrade",
@@ -160,6 +162,19 @@ async def is_up_to_date(engine: AsyncEngine, script_location: str | Path) -> boo
     """True when the database is at the migrations directory's head(s)."""
     expected = await asyncio.to_thread(script_heads, script_location)
     return set(await _current_heads(engine)) == set(expected)
+
+
+class NotMigratedError(RuntimeError):
+    """The database is not at the newest migration (run ``<service>-service migrate``)."""
+
+
+async def require_migrated(engine: AsyncEngine, script_location: str | Path, service: str) -> None:
+    """NotMigratedError unless the database of ``service`` ("bids", "execution") is at its head."""
+    if not await is_up_to_date(engine, script_location):
+        raise NotMigratedError(
+            f"the {service} database is not migrated: run `{service}-service migrate` "
+            f"or `{service}-service serve --migrate`"
+        )
 
 
 # --- env.py --------------------------------------------------------------

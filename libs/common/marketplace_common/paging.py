@@ -20,22 +20,29 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from marketplace_common.errors import FieldViolation, InvalidArgumentError
 
 __all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
     "MAX_TOKEN_LENGTH",
     "InvalidPageTokenError",
     "PageCursor",
     "decode_page_token",
     "encode_page_token",
     "filters_digest",
+    "next_page",
     "page_token_problem",
 ]
+
+#: A List RPC's page size when the request names none (0), and the most it serves.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 
 TOKEN_VERSION = 1
 #: Longer tokens are rejected before decoding (ours are about 150 characters).
@@ -92,6 +99,21 @@ def encode_page_token(created_at: datetime, row_id: uuid.UUID | str, filters: st
     }
     raw = json.dumps(body, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+T = TypeVar("T")
+
+
+def next_page(
+    rows: Sequence[T], size: int, filters: str, cursor: Callable[[T], PageCursor]
+) -> tuple[list[T], str]:
+    """A page from up to ``size + 1`` rows (the extra row only says a next page exists):
+    its items and the next page's token ("" on the last page)."""
+    if len(rows) <= size:
+        return list(rows), ""
+    items = list(rows[:size])
+    last = cursor(items[-1])
+    return items, encode_page_token(last.created_at, last.id, filters)
 
 
 def decode_page_token(token: str, filters: str) -> PageCursor | None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from marketplace_common.migrations import NotMigratedError
 from marketplace_common.service_cli import ServiceCli
 
 from marketplace_bids.api.servicer import BID_SERVICE_NAME
 from marketplace_bids.migrations import SCRIPT_LOCATION
-from marketplace_bids.server import NotMigratedError, create_server
+from marketplace_bids.server import create_server
 from marketplace_bids.settings import BidsSettings
 
 CLI = ServiceCli(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from marketplace.bids.v1 import bids_pb2_grpc
+from marketplace_common import migrations
 from marketplace_common.db import create_engine, make_sessionmaker
-from marketplace_common.migrations import is_up_to_date
 from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,10 +23,6 @@ from marketplace_bids.domain.task_service import TaskService
 from marketplace_bids.migrations import SCRIPT_LOCATION
 from marketplace_bids.settings import BidsSettings
 from marketplace_bids.storage.unit_of_work import SqlUnitOfWork
-
-
-class NotMigratedError(RuntimeError):
-    """The database is not at the newest migration (run ``bids-service migrate``)."""
 
 
 @dataclass
@@ -59,15 +55,6 @@ def build_servicer(engine: AsyncEngine, settings: BidsSettings) -> BidServicer:
     return BidServicer(TaskService(uow), BidService(uow), DeliveryService(uow))
 
 
-async def check_migrated(engine: AsyncEngine) -> None:
-    """NotMigratedError unless the database is at the newest migration."""
-    if not await is_up_to_date(engine, SCRIPT_LOCATION):
-        raise NotMigratedError(
-            "the bids database is not migrated: run `bids-service migrate` "
-            "or `bids-service serve --migrate`"
-        )
-
-
 async def create_server(
     settings: BidsSettings, *, require_migrated: bool = True
 ) -> tuple[BidsServer, int]:
@@ -78,7 +65,7 @@ async def create_server(
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     try:
         if require_migrated:
-            await check_migrated(engine)
+            await migrations.require_migrated(engine, SCRIPT_LOCATION, "bids")
         servicer = build_servicer(engine, settings)
         add_fn = bids_pb2_grpc.add_BidServiceServicer_to_server
         server = create_grpc_server(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from marketplace_common.migrations import NotMigratedError
 from marketplace_common.service_cli import ServiceCli
 
 from marketplace_execution.api.servicer import SERVICE_NAME
 from marketplace_execution.migrations import MIGRATIONS_DIR
-from marketplace_execution.server import NotMigratedError, create_server
+from marketplace_execution.server import create_server
 from marketplace_execution.settings import ExecutionSettings
 
 CLI = ServiceCli(

@@ -12,14 +12,14 @@ leases back for another replica to resume; then the channel and engine close.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from marketplace.execution.v1 import execution_pb2_grpc
+from marketplace_common import migrations
 from marketplace_common.client import ClientTls, create_channel
+from marketplace_common.clock import utc_now
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.metrics import GrpcServerMetrics
-from marketplace_common.migrations import is_up_to_date
 from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,15 +40,6 @@ from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.settings import ExecutionSettings, check_llm_provider_chosen
 from marketplace_execution.storage.quota import SqlQuotaStore
 from marketplace_execution.storage.store import SqlExecutionStore
-
-
-class NotMigratedError(RuntimeError):
-    """The database is not at the newest migration (run ``execution-service migrate``)."""
-
-
-def utcnow() -> datetime:
-    """The current time, UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -91,12 +82,12 @@ async def create_server(
     check_llm_provider_chosen(settings)
     bids_tls = bids_client_tls(settings)
     engine = create_engine(settings.database_url, pool_size=settings.effective_db_pool_size)
-    if require_migrated and not await is_up_to_date(engine, MIGRATIONS_DIR):
-        await engine.dispose()
-        raise NotMigratedError(
-            "the execution database is not migrated: run `execution-service migrate` "
-            "or `execution-service serve --migrate`"
-        )
+    if require_migrated:
+        try:
+            await migrations.require_migrated(engine, MIGRATIONS_DIR, "execution")
+        except migrations.NotMigratedError:
+            await engine.dispose()
+            raise
     store = _store(engine)
     token = settings.bids_token.get_secret_value() if settings.bids_token else None
     channel = create_channel(
@@ -124,7 +115,7 @@ async def create_server(
             cancel_wait_seconds=settings.cancel_wait_seconds,
             allowed_models=frozenset(settings.llm_allowed_models),
         ),
-        now=utcnow,
+        now=utc_now,
         wake=pool.wake if pool else lambda: None,
         cancel_local=pool.cancel_local if pool else lambda _id: None,
         quota=CompleteQuota(
@@ -133,7 +124,7 @@ async def create_server(
                 calls_per_minute=settings.complete_calls_per_minute or None,
                 tokens_per_day=settings.complete_tokens_per_day or None,
             ),
-            now=utcnow,
+            now=utc_now,
         ),
     )
     servicer = ExecutionServicer(service)
@@ -148,7 +139,7 @@ async def create_server(
     if pool is not None:
         pool.start()
     if settings.queue_metrics_seconds > 0:
-        monitor = QueueMonitor(store, work_metrics, utcnow, settings.queue_metrics_seconds)
+        monitor = QueueMonitor(store, work_metrics, utc_now, settings.queue_metrics_seconds)
         monitor.start()
         server.add_shutdown_hook(monitor.stop)
     return handle, port
@@ -189,7 +180,7 @@ def _pool(
         runner=runner,
         bus=bus,
         owner=new_owner_id(),
-        now=utcnow,
+        now=utc_now,
         report_policy=ReportPolicy(),
         store_retry=StoreRetryPolicy(budget_seconds=settings.lease_seconds),
         metrics=metrics,

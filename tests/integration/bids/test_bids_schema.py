@@ -14,7 +14,6 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from bids_support import migrate
-from marketplace_bids.domain.pagination import Keyset
 from marketplace_bids.domain.ports import BidFilter, TaskFilter
 from marketplace_bids.domain.values import BidStatus, TaskStatus
 from marketplace_bids.migrations import SCRIPT_LOCATION
@@ -26,6 +25,7 @@ from marketplace_bids.storage.repositories import (
 from marketplace_bids.storage.tables import Base
 from marketplace_common.db import create_engine
 from marketplace_common.migrations import downgrade_async
+from marketplace_common.paging import PageCursor
 from marketplace_common.pg_admin import create_database, drop_database
 from sqlalchemy import Connection, inspect
 
@@ -93,7 +93,7 @@ ANALYZE;
 """
 
 NOW = datetime.now(UTC)
-AFTER = Keyset(NOW - timedelta(days=3), "8" * 8)
+AFTER = PageCursor(NOW - timedelta(days=3), uuid.UUID("8" * 32))
 
 # Each List filter -> (the filter, the index it must run on).
 TASK_FILTERS: dict[str, tuple[TaskFilter, str]] = {

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from marketplace_common.db import create_engine
 from marketplace_common.migrations import upgrade_async
+from marketplace_common.paging import PageCursor
 from marketplace_common.pg_admin import create_database, drop_database
 from marketplace_execution.domain.access import OwnerScope
 from marketplace_execution.domain.models import ExecutionStatus
-from marketplace_execution.domain.paging import PageCursor
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.storage.store import list_statement
 

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from marketplace_common.errors import ErrorType
+from marketplace_common.errors import ErrorType, IdempotencyKeyReusedError
 from marketplace_execution.domain.errors import (
     ExecutionAlreadyActiveError,
     ExecutionNotActiveError,
     ExecutionNotFoundError,
-    IdempotencyKeyReusedError,
     LeaseLostError,
 )
 from marketplace_execution.domain.models import AttemptView, ExecutionStatus, Outcome

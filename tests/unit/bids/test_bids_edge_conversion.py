@@ -16,9 +16,8 @@ from marketplace.bids.v1 import bids_pb2
 from marketplace_bids.api import convert
 from marketplace_bids.domain import delivery as d
 from marketplace_bids.domain import requests as r
-from marketplace_bids.domain.pagination import decode_token
 from marketplace_common.errors import InvalidArgumentError
-from marketplace_common.paging import InvalidPageTokenError
+from marketplace_common.paging import InvalidPageTokenError, decode_page_token
 
 TASK_ID = "6f1c1f3e-0000-4000-8000-000000000001"
 
@@ -73,4 +72,4 @@ def test_out_of_range_duration_names_its_field(ttl: Duration) -> None:
 def test_deeply_nested_page_token_is_malformed(payload: bytes) -> None:
     token = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     with pytest.raises(InvalidPageTokenError):
-        decode_token(token, "filters")
+        decode_page_token(token, "filters")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from marketplace_bids.domain.requests import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from marketplace_bids.domain.values import MAX_RESULT, MAX_TEXT
+from marketplace_common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 PROTO = Path(__file__).resolve().parents[3] / "proto" / "marketplace" / "bids" / "v1" / "bids.proto"
 

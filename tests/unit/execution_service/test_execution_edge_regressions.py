@@ -15,8 +15,8 @@ import socket
 
 import pytest
 from marketplace_common.errors import InvalidArgumentError
+from marketplace_common.paging import decode_page_token
 from marketplace_execution.domain.output_validation import compile_schema, validate_output
-from marketplace_execution.domain.paging import decode_token
 from marketplace_execution.domain.requests import CompleteRequest, parse
 
 
@@ -35,7 +35,7 @@ def _token(payload: bytes) -> str:
 )
 def test_malformed_page_token_is_invalid_argument(payload: bytes) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
-        decode_token(_token(payload), "x")
+        decode_page_token(_token(payload), "x")
     assert [v.field for v in caught.value.violations] == ["page_token"]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from marketplace_common.auth import Principal, Role
+from marketplace_common.clock import utc_now
 from marketplace_common.logging import get_logger
+from marketplace_common.paging import PageCursor, decode_page_token, filters_digest, next_page
 
 from marketplace_bids.domain import access
 from marketplace_bids.domain.errors import (
@@ -23,7 +25,6 @@ from marketplace_bids.domain.idempotency import (
     fingerprint,
 )
 from marketplace_bids.domain.models import Bid, BidEvent, BidTransition, Page, Task
-from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
 from marketplace_bids.domain.ports import (
     PENDING_BID_KEY,
     BidFilter,
@@ -43,11 +44,6 @@ from marketplace_bids.domain.requests import (
 from marketplace_bids.domain.values import BidStatus, TaskStatus
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The current time, time-zone aware, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +135,24 @@ class BidService:
             agent_id=access.bid_list_scope(principal, req.agent_id),
             status=req.status,
         )
-        scope = filters_hash("bids", {k: getattr(filters, k) for k in filters.__slots__})
-        after = decode_token(req.page_token, scope)
+        scope = filters_digest("bids", {k: getattr(filters, k) for k in filters.__slots__})
+        after = decode_page_token(req.page_token, scope)
 
         async def work(repos: Repositories) -> list[Bid]:
             return await repos.bids.list(filters, after, req.page_size + 1)
 
         rows = await self._uow.run(work, write=False)
-        return make_page(rows, req.page_size, scope, lambda b: Keyset(b.created_at, b.bid_id))
+        items, token = next_page(
+            rows, req.page_size, scope, lambda b: PageCursor(b.created_at, uuid.UUID(b.bid_id))
+        )
+        return Page(items=items, next_page_token=token)
 
     async def list_bid_events(
         self, principal: Principal, req: ListBidEventsRequest
     ) -> Page[BidEvent]:
         """A bid's audit trail, oldest first."""
-        scope = filters_hash("bid_events", {"bid_id": req.bid_id})
-        after = decode_token(req.page_token, scope)
+        scope = filters_digest("bid_events", {"bid_id": req.bid_id})
+        after = decode_page_token(req.page_token, scope)
 
         async def work(repos: Repositories) -> list[BidEvent]:
             bid = await repos.bids.get(req.bid_id)
@@ -163,7 +162,10 @@ class BidService:
             return await repos.bid_events.list(req.bid_id, after, req.page_size + 1)
 
         rows = await self._uow.run(work, write=False)
-        return make_page(rows, req.page_size, scope, lambda e: Keyset(e.created_at, e.event_id))
+        items, token = next_page(
+            rows, req.page_size, scope, lambda e: PageCursor(e.created_at, uuid.UUID(e.event_id))
+        )
+        return Page(items=items, next_page_token=token)
 
     async def withdraw_bid(self, principal: Principal, req: WithdrawBidRequest) -> BidTransition:
         """PENDING -> WITHDRAWN, by the bidding agent (or an admin)."""

@@ -6,10 +6,11 @@ import hashlib
 import secrets
 
 from marketplace_common.auth import Principal
+from marketplace_common.clock import utc_now
 from marketplace_common.logging import get_logger
 
 from marketplace_bids.domain import access
-from marketplace_bids.domain.bid_service import Clock, utc_now
+from marketplace_bids.domain.bid_service import Clock
 from marketplace_bids.domain.delivery import (
     TOKEN_BYTES,
     DeliveryAddress,

@@ -22,8 +22,6 @@ from __future__ import annotations
 from marketplace_common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
-    FieldViolation,
-    InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
 )
@@ -120,20 +118,6 @@ class TaskNotCompletedError(FailedPreconditionError):
         )
         self.task_id = task_id
         self.status = status
-
-
-class IdempotencyKeyReusedError(InvalidArgumentError):
-    """The request_id/event_id was used before with a different request."""
-
-    default_reason = "IDEMPOTENCY_KEY_REUSED"
-
-    def __init__(self, field: str, key: str) -> None:
-        super().__init__(
-            f"{field} {key} was already used with a different request",
-            violations=[FieldViolation(field, "already used with a different request")],
-        )
-        self.field = field
-        self.key = key
 
 
 class NotOwnerError(PermissionDeniedError):

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from marketplace_common.auth import Principal
-from marketplace_common.errors import AgentError, ConflictError
+from marketplace_common.errors import AgentError, ConflictError, IdempotencyKeyReusedError
 from pydantic import BaseModel
 
 from marketplace_bids.domain.access import actor_name
-from marketplace_bids.domain.errors import IdempotencyKeyReusedError
 from marketplace_bids.domain.ports import DuplicateKeyError, Repositories, StoredResponse
 
 R = TypeVar("R", bound=BaseModel)

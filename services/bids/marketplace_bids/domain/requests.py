@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from marketplace_common.errors import ErrorType, FieldViolation, InvalidArgumentError
-from marketplace_common.paging import page_token_problem
+from marketplace_common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token_problem
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -42,9 +42,6 @@ from marketplace_bids.domain.values import (
     line_errors,
     violation_field,
 )
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 def _page_size(value: int) -> int:

@@ -6,11 +6,13 @@ import uuid
 from dataclasses import dataclass
 
 from marketplace_common.auth import Principal, Role
+from marketplace_common.clock import utc_now
 from marketplace_common.errors import ErrorType
 from marketplace_common.logging import get_logger
+from marketplace_common.paging import PageCursor, decode_page_token, filters_digest, next_page
 
 from marketplace_bids.domain import access
-from marketplace_bids.domain.bid_service import Clock, utc_now
+from marketplace_bids.domain.bid_service import Clock
 from marketplace_bids.domain.errors import (
     ExecutionMismatchError,
     InvalidTransitionError,
@@ -23,7 +25,6 @@ from marketplace_bids.domain.idempotency import (
     fingerprint,
 )
 from marketplace_bids.domain.models import Page, Task, TaskEvent
-from marketplace_bids.domain.pagination import Keyset, decode_token, filters_hash, make_page
 from marketplace_bids.domain.ports import Repositories, TaskFilter, UnitOfWork
 from marketplace_bids.domain.requests import (
     CompleteTaskRequest,
@@ -116,21 +117,24 @@ class TaskService:
             created_after=req.created_after,
             created_before=req.created_before,
         )
-        scope = filters_hash("tasks", {k: getattr(filters, k) for k in filters.__slots__})
-        after = decode_token(req.page_token, scope)
+        scope = filters_digest("tasks", {k: getattr(filters, k) for k in filters.__slots__})
+        after = decode_page_token(req.page_token, scope)
 
         async def work(repos: Repositories) -> list[Task]:
             return await repos.tasks.list(filters, after, req.page_size + 1)
 
         rows = await self._uow.run(work, write=False)
-        return make_page(rows, req.page_size, scope, lambda t: Keyset(t.created_at, t.task_id))
+        items, token = next_page(
+            rows, req.page_size, scope, lambda t: PageCursor(t.created_at, uuid.UUID(t.task_id))
+        )
+        return Page(items=items, next_page_token=token)
 
     async def list_task_events(
         self, principal: Principal, req: ListTaskEventsRequest
     ) -> Page[TaskEvent]:
         """A task's audit trail, oldest first; a task the caller may not see is unknown."""
-        scope = filters_hash("task_events", {"task_id": req.task_id})
-        after = decode_token(req.page_token, scope)
+        scope = filters_digest("task_events", {"task_id": req.task_id})
+        after = decode_page_token(req.page_token, scope)
 
         async def work(repos: Repositories) -> list[TaskEvent]:
             task = await repos.tasks.get(req.task_id)
@@ -140,7 +144,10 @@ class TaskService:
             return await repos.task_events.list(req.task_id, after, req.page_size + 1)
 
         rows = await self._uow.run(work, write=False)
-        return make_page(rows, req.page_size, scope, lambda e: Keyset(e.created_at, e.event_id))
+        items, token = next_page(
+            rows, req.page_size, scope, lambda e: PageCursor(e.created_at, uuid.UUID(e.event_id))
+        )
+        return Page(items=items, next_page_token=token)
 
     async def start_task(self, principal: Principal, req: StartTaskRequest) -> Task:
         """PENDING -> PROCESSING for an execution."""

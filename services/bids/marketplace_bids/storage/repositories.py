@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from marketplace_common.errors import ErrorType
+from marketplace_common.paging import PageCursor
 from sqlalchemy import (
     ColumnElement,
     Executable,
@@ -27,7 +28,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task
-from marketplace_bids.domain.pagination import Keyset
 from marketplace_bids.domain.ports import (
     PENDING_BID_KEY,
     BidFilter,
@@ -55,11 +55,11 @@ def _lock(stmt: Select[Any]) -> Select[Any]:
     return stmt.with_for_update(key_share=True)
 
 
-def _after(created: Any, ident: Any, after: Keyset | None, *, newest_first: bool) -> Any:
+def _after(created: Any, ident: Any, after: PageCursor | None, *, newest_first: bool) -> Any:
     if after is None:
         return None
     row = tuple_(created, ident)
-    bound = (after.created_at, after.id)
+    bound = (after.created_at, str(after.id))
     return row < bound if newest_first else row > bound
 
 
@@ -111,7 +111,7 @@ def _event(row: Any) -> BidEvent:
     )
 
 
-def task_list_statement(filters: TaskFilter, after: Keyset | None, limit: int) -> Select[Any]:
+def task_list_statement(filters: TaskFilter, after: PageCursor | None, limit: int) -> Select[Any]:
     """ListTasks' query: newest first, keyset after ``after`` (EXPLAIN tests use it too)."""
     conditions: list[ColumnElement[bool]] = []
     if filters.client_email is not None:
@@ -133,7 +133,7 @@ def task_list_statement(filters: TaskFilter, after: Keyset | None, limit: int) -
     )
 
 
-def bid_list_statement(filters: BidFilter, after: Keyset | None, limit: int) -> Select[Any]:
+def bid_list_statement(filters: BidFilter, after: PageCursor | None, limit: int) -> Select[Any]:
     """ListBids' query: newest first, keyset after ``after``."""
     conditions: list[ColumnElement[bool]] = []
     for column, value in (
@@ -155,7 +155,7 @@ def bid_list_statement(filters: BidFilter, after: Keyset | None, limit: int) -> 
     )
 
 
-def bid_event_list_statement(bid_id: str, after: Keyset | None, limit: int) -> Select[Any]:
+def bid_event_list_statement(bid_id: str, after: PageCursor | None, limit: int) -> Select[Any]:
     """ListBidEvents' query: oldest first, keyset after ``after``."""
     conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bid_id]
     keyset = _after(BidEventRow.created_at, BidEventRow.event_id, after, newest_first=False)
@@ -267,7 +267,7 @@ class SqlTaskRepository(_Repository):
         }
         await self._execute(_TASK_UPDATE, values)
 
-    async def list(self, filters: TaskFilter, after: Keyset | None, limit: int) -> list[Task]:
+    async def list(self, filters: TaskFilter, after: PageCursor | None, limit: int) -> list[Task]:
         stmt = task_list_statement(filters, after, limit)
         return [_task(r) for r in await self._execute(stmt)]
 
@@ -307,7 +307,7 @@ class SqlBidRepository(_Repository):
         }
         await self._execute(_BID_UPDATE, values)
 
-    async def list(self, filters: BidFilter, after: Keyset | None, limit: int) -> list[Bid]:
+    async def list(self, filters: BidFilter, after: PageCursor | None, limit: int) -> list[Bid]:
         stmt = bid_list_statement(filters, after, limit)
         return [_bid(r) for r in await self._execute(stmt)]
 
@@ -325,7 +325,7 @@ class SqlBidEventRepository(_Repository):
         }
         await self._execute(insert(_BID_EVENTS), values)
 
-    async def list(self, bid_id: str, after: Keyset | None, limit: int) -> list[BidEvent]:
+    async def list(self, bid_id: str, after: PageCursor | None, limit: int) -> list[BidEvent]:
         stmt = bid_event_list_statement(bid_id, after, limit)
         return [_event(r) for r in await self._execute(stmt)]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from marketplace_common.paging import PageCursor
 from sqlalchemy import ColumnElement, Select, insert, select
 
 from marketplace_bids.domain.models import TaskEvent
-from marketplace_bids.domain.pagination import Keyset
 from marketplace_bids.domain.values import TaskStatus
 from marketplace_bids.storage.repositories import _after, _Repository, _table
 from marketplace_bids.storage.tables import TaskEventRow
@@ -28,7 +28,7 @@ def _task_event(row: Any) -> TaskEvent:
     )
 
 
-def task_event_list_statement(task_id: str, after: Keyset | None, limit: int) -> Select[Any]:
+def task_event_list_statement(task_id: str, after: PageCursor | None, limit: int) -> Select[Any]:
     """ListTaskEvents' query: oldest first, keyset after ``after``."""
     conditions: list[ColumnElement[bool]] = [TaskEventRow.task_id == task_id]
     keyset = _after(TaskEventRow.created_at, TaskEventRow.event_id, after, newest_first=False)
@@ -55,6 +55,6 @@ class SqlTaskEventRepository(_Repository):
         }
         await self._execute(insert(_TASK_EVENTS), values)
 
-    async def list(self, task_id: str, after: Keyset | None, limit: int) -> list[TaskEvent]:
+    async def list(self, task_id: str, after: PageCursor | None, limit: int) -> list[TaskEvent]:
         stmt = task_event_list_statement(task_id, after, limit)
         return [_task_event(r) for r in await self._execute(stmt)]

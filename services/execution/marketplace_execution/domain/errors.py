@@ -8,8 +8,6 @@ from marketplace_common.errors import (
     AlreadyExistsError,
     ConflictError,
     FailedPreconditionError,
-    FieldViolation,
-    InvalidArgumentError,
     NotFoundError,
     RateLimitedError,
 )
@@ -65,20 +63,6 @@ class ExecutionNotActiveError(FailedPreconditionError):
         super().__init__(f"execution {execution_id} is {status}; only an active one can change")
         self.execution_id = str(execution_id)
         self.status = status
-
-
-class IdempotencyKeyReusedError(InvalidArgumentError):
-    """The request_id was used before with a different request."""
-
-    default_reason = "IDEMPOTENCY_KEY_REUSED"
-
-    def __init__(self, request_id: uuid.UUID | str) -> None:
-        # Every INVALID_ARGUMENT names its field (a BadRequest), like the bids service's.
-        super().__init__(
-            f"request_id {request_id} was already used with a different request",
-            violations=[FieldViolation("request_id", "already used with a different request")],
-        )
-        self.request_id = str(request_id)
 
 
 class QuotaExceededError(RateLimitedError):

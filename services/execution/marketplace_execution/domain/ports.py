@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.paging import PageCursor
 
 from marketplace_execution.domain.access import OwnerScope
 from marketplace_execution.domain.models import (
@@ -23,7 +24,6 @@ from marketplace_execution.domain.models import (
     Outcome,
     TaskInfo,
 )
-from marketplace_execution.domain.paging import PageCursor
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 from marketplace_common.errors import FieldViolation, InvalidArgumentError
-from marketplace_common.paging import page_token_problem
+from marketplace_common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from marketplace_execution.domain.models import DEFAULT_MAX_ATTEMPTS, ExecutionStatus
@@ -23,8 +23,6 @@ MAX_PROMPT_CHARS = 100_000
 MAX_MODEL_CHARS = 200
 MAX_SCHEMA_CHARS = 100_000
 MAX_ATTEMPTS_LIMIT = 10
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,15 +14,14 @@ from marketplace_common.auth import Principal
 from marketplace_common.errors import (
     AgentError,
     FieldViolation,
+    IdempotencyKeyReusedError,
     InvalidArgumentError,
     UnavailableError,
 )
+from marketplace_common.paging import PageCursor, decode_page_token, filters_digest, next_page
 
 from marketplace_execution.domain import access
-from marketplace_execution.domain.errors import (
-    IdempotencyKeyReusedError,
-    TaskNotPendingError,
-)
+from marketplace_execution.domain.errors import TaskNotPendingError
 from marketplace_execution.domain.events import EventBus
 from marketplace_execution.domain.models import (
     CallOrigin,
@@ -30,12 +29,6 @@ from marketplace_execution.domain.models import (
     ExecutionEvent,
     NewExecution,
     Usage,
-)
-from marketplace_execution.domain.paging import (
-    PageCursor,
-    decode_token,
-    encode_token,
-    filter_digest,
 )
 from marketplace_execution.domain.ports import (
     BidsGateway,
@@ -135,7 +128,7 @@ class ExecutionService:
         if existing is not None:
             execution, stored = existing
             if stored != fingerprint:
-                raise IdempotencyKeyReusedError(request.request_id)
+                raise IdempotencyKeyReusedError("request_id", request.request_id)
             return execution
         task = await self._bids.get_task(request.task_id)
         access.check_can_submit(principal, task)
@@ -176,10 +169,16 @@ class ExecutionService:
     async def list(self, principal: Principal, request: ListRequest) -> Page:
         """A page of the caller's executions, newest first (AIP-158 keyset pagination)."""
         scope = access.list_scope(principal)
-        filters = filter_digest(
-            request.task_id, request.status, None if scope is None else scope.key()
+        # Positional keys, as earlier versions issued them: their tokens stay valid.
+        filters = filters_digest(
+            "executions",
+            {
+                "0": request.task_id,
+                "1": request.status,
+                "2": None if scope is None else scope.key(),
+            },
         )
-        after = decode_token(request.page_token, filters)
+        after = decode_page_token(request.page_token, filters)
         rows = list(
             await self._store.list_page(
                 task_id=request.task_id,
@@ -189,12 +188,10 @@ class ExecutionService:
                 owner=scope,
             )
         )
-        token = ""
-        if len(rows) > request.limit:
-            rows = rows[: request.limit]
-            last = rows[-1]
-            token = encode_token(PageCursor(last.created_at, last.execution_id), filters)
-        return Page(rows, token)
+        items, token = next_page(
+            rows, request.limit, filters, lambda e: PageCursor(e.created_at, e.execution_id)
+        )
+        return Page(items, token)
 
     async def cancel(self, principal: Principal, execution_id: uuid.UUID) -> Execution:
         """Decides CANCELLED, interrupts the run, and waits a little for the task to be failed.

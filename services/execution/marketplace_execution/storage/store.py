@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from marketplace_common.db import run_transaction
-from marketplace_common.errors import ErrorType
+from marketplace_common.errors import ErrorType, IdempotencyKeyReusedError
+from marketplace_common.paging import PageCursor
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,7 +34,6 @@ from marketplace_execution.domain.errors import (
     ExecutionAlreadyActiveError,
     ExecutionNotActiveError,
     ExecutionNotFoundError,
-    IdempotencyKeyReusedError,
     LeaseLostError,
 )
 from marketplace_execution.domain.models import (
@@ -45,7 +45,6 @@ from marketplace_execution.domain.models import (
     NewExecution,
     Outcome,
 )
-from marketplace_execution.domain.paging import PageCursor
 from marketplace_execution.domain.ports import Claimed, LeaseRenewal, QueueStats
 from marketplace_execution.storage.convert import attempt_row, execution_view, new_row
 from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
@@ -108,7 +107,7 @@ def list_statement(
         query = query.where(
             or_(
                 E.created_at < after.created_at,
-                and_(E.created_at == after.created_at, E.execution_id < after.execution_id),
+                and_(E.created_at == after.created_at, E.execution_id < after.id),
             )
         )
     return query
@@ -179,7 +178,7 @@ class SqlExecutionStore:
                 raise ExecutionAlreadyActiveError(new.task_id) from None
             execution, fingerprint = existing
             if fingerprint != new.request_fingerprint:
-                raise IdempotencyKeyReusedError(new.request_id) from None
+                raise IdempotencyKeyReusedError("request_id", new.request_id) from None
             return execution
 
     async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:
