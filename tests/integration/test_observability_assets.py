@@ -122,6 +122,7 @@ def test_every_expression_reads_only_metrics_the_services_export(
         "grpc_server_handled_total",
         "execution_queue_depth",
         "llm_attempts_total",
+        "llm_rate_limited_total",
     } <= exported_names
     unknown = {}
     for where, expr in all_expressions():
@@ -146,4 +147,5 @@ def test_the_alerts_an_on_call_needs_are_defined() -> None:
     assert alerts_on("grpc_server_handling_seconds_bucket")  # p99 latency
     assert alerts_on("execution_queue_oldest_age_seconds")  # queue age
     assert alerts_on("execution_lease_lost_total")  # lease losses
+    assert alerts_on("llm_rate_limited_total")  # the provider's 429 rate
     assert any("0.99" in rule["expr"] for rule in rules)
