@@ -47,6 +47,7 @@ from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.pg_admin import asyncpg_dsn, throwaway_database
 from marketplace_execution.domain.models import ExecutionStatus, NewExecution, Outcome
+from marketplace_execution.domain.ports import Claimed, Lease
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.storage.store import SqlExecutionStore
 
@@ -117,15 +118,17 @@ async def _work_ours(store: SqlExecutionStore, n: int, concurrency: int) -> None
     running: set[asyncio.Task[None]] = set()
     done = 0
 
-    async def run(execution_id: uuid.UUID) -> None:
+    async def run(execution_id: uuid.UUID, lease: Lease) -> None:
         outcome = Outcome(ExecutionStatus.SUCCEEDED, result="ok")
-        await store.decide(execution_id, owner, outcome, _now())
-        await store.finish(execution_id, owner, _now())
+        await store.decide(execution_id, lease, outcome, _now())
+        await store.finish(execution_id, lease, _now())
 
     while done < n:
         free = concurrency - len(running)
-        claimed = await store.claim(owner, free, _now(), LEASE_SECONDS) if free else []
-        running.update(asyncio.create_task(run(i)) for i in claimed)
+        claimed = await store.claim(owner, free, _now(), LEASE_SECONDS) if free else Claimed()
+        running.update(
+            asyncio.create_task(run(i, Lease(owner, claimed.epochs[i]))) for i in claimed
+        )
         if not running:
             await asyncio.sleep(0.01)  # nothing claimable yet: poll, as the pool does
         elif not claimed or len(running) >= concurrency:

@@ -11,6 +11,7 @@ from typing import Any
 from marketplace.execution.v1 import execution_pb2 as pb
 from marketplace_common.db import create_engine, make_sessionmaker
 from marketplace_execution.domain.execution_metrics import QueueMonitor
+from marketplace_execution.domain.ports import Lease
 from marketplace_execution.metrics import PrometheusExecutionMetrics
 from marketplace_execution.server import ExecutionServer
 from marketplace_execution.storage.store import SqlExecutionStore
@@ -73,7 +74,7 @@ async def test_a_claim_counts_executions_taken_over_from_an_expired_lease(
     first = await store.claim("dead-worker", 2, now, 1.0)
     assert (len(first), first.taken_over) == (2, 0)
     released = first[0]
-    await store.release(released, "dead-worker")
+    await store.release(released, Lease("dead-worker", first.epochs[released]))
     # One released (free again), one expired in dead-worker's hands, one never claimed.
     second = await store.claim("worker-2", 10, now + timedelta(seconds=5), 30.0)
     assert len(second) == 3

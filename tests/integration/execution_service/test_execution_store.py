@@ -16,9 +16,11 @@ from marketplace_execution.domain.errors import (
     LeaseLostError,
 )
 from marketplace_execution.domain.models import AttemptView, ExecutionStatus, Outcome
+from marketplace_execution.domain.ports import Lease
 from marketplace_execution.storage.store import SqlExecutionStore
 
 LEASE = 30.0
+A = Lease("a", 1)  # the first claim of an execution, by owner "a"
 
 
 def now() -> datetime:
@@ -97,13 +99,15 @@ async def test_expired_lease_is_claimed_again(store: SqlExecutionStore, new_exec
     await asyncio.sleep(0.05)
     assert await store.claim("alive", 1, now(), LEASE) == [created.execution_id]
     with pytest.raises(LeaseLostError):
-        await store.set_status(created.execution_id, "dead", ExecutionStatus.RUNNING, now())
+        await store.set_status(
+            created.execution_id, Lease("dead", 1), ExecutionStatus.RUNNING, now()
+        )
 
 
 async def test_renew_keeps_the_lease(store: SqlExecutionStore, new_execution: Any) -> None:
     created = await store.create(new_execution())
     await store.claim("a", 1, now(), 0.2)
-    renewal = await store.renew("a", [created.execution_id], now(), LEASE)
+    renewal = await store.renew("a", {created.execution_id: 1}, now(), LEASE)
     assert renewal.held == {created.execution_id}
     await asyncio.sleep(0.3)
     assert await store.claim("b", 1, now(), LEASE) == []
@@ -115,9 +119,9 @@ async def test_attempts_are_stored_in_order_with_status(
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)
     await store.add_attempt(
-        eid, "a", attempt(1, ErrorType.TRANSIENT), ExecutionStatus.RETRY_SCHEDULED, now()
+        eid, A, attempt(1, ErrorType.TRANSIENT), ExecutionStatus.RETRY_SCHEDULED, now()
     )
-    execution = await store.add_attempt(eid, "a", attempt(2), ExecutionStatus.RUNNING, now())
+    execution = await store.add_attempt(eid, A, attempt(2), ExecutionStatus.RUNNING, now())
     assert [a.number for a in execution.attempts] == [1, 2]
     assert execution.attempts[0].error_type is ErrorType.TRANSIENT
     assert execution.status is ExecutionStatus.RUNNING
@@ -126,10 +130,10 @@ async def test_attempts_are_stored_in_order_with_status(
 async def test_outcome_applies_only_at_finish(store: SqlExecutionStore, new_execution: Any) -> None:
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)
-    decided = await store.decide(eid, "a", Outcome(ExecutionStatus.SUCCEEDED, "done"), now())
+    decided = await store.decide(eid, A, Outcome(ExecutionStatus.SUCCEEDED, "done"), now())
     assert decided.status is ExecutionStatus.QUEUED
     assert decided.pending_outcome is ExecutionStatus.SUCCEEDED
-    finished = await store.finish(eid, "a", now())
+    finished = await store.finish(eid, A, now())
     assert finished.status is ExecutionStatus.SUCCEEDED
     assert finished.result == "done"
     assert finished.lease_owner is None
@@ -144,10 +148,10 @@ async def test_cancel_fences_out_the_running_worker(
     cancelled = await store.request_cancel(eid, now())
     assert cancelled.pending_outcome is ExecutionStatus.CANCELLED
     with pytest.raises(LeaseLostError):
-        await store.add_attempt(eid, "a", attempt(1), ExecutionStatus.RUNNING, now())
-    renewal = await store.renew("a", [eid], now(), LEASE)
+        await store.add_attempt(eid, A, attempt(1), ExecutionStatus.RUNNING, now())
+    renewal = await store.renew("a", {eid: 1}, now(), LEASE)
     assert renewal.cancel_requested == {eid}
-    finished = await store.finish(eid, "a", now())
+    finished = await store.finish(eid, A, now())
     assert finished.status is ExecutionStatus.CANCELLED
 
 
@@ -156,8 +160,8 @@ async def test_cancel_of_a_finished_execution_is_refused(
 ) -> None:
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)
-    await store.decide(eid, "a", Outcome(ExecutionStatus.SUCCEEDED, "done"), now())
-    await store.finish(eid, "a", now())
+    await store.decide(eid, A, Outcome(ExecutionStatus.SUCCEEDED, "done"), now())
+    await store.finish(eid, A, now())
     with pytest.raises(ExecutionNotActiveError):
         await store.request_cancel(eid, now())
 
@@ -167,7 +171,7 @@ async def test_release_frees_the_lease_at_once(
 ) -> None:
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)
-    await store.release(eid, "a")
+    await store.release(eid, A)
     assert await store.claim("b", 1, now(), LEASE) == [eid]
 
 

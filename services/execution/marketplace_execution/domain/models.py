@@ -138,6 +138,8 @@ class Execution:
     pending_outcome: ExecutionStatus | None = None
     cancel_requested: bool = False
     lease_owner: str | None = None
+    lease_epoch: int = 0
+    """Claims of this execution so far (the fence of worker writes, with the owner)."""
     attempts: tuple[AttemptView, ...] = field(default=())
     error_reason: str | None = None
     # The owners (domain/access.py), recorded at submission; None on older rows.

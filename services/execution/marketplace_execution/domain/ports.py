@@ -7,7 +7,7 @@ transaction); ``api`` implements :class:`BidsGateway` over gRPC.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -42,18 +42,37 @@ class QueueStats:
     oldest_waiting_since: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What one claim of one execution gave a run: the pool's owner name and the
+    claim's epoch (the execution's count of claims). Every fenced write names both,
+    so a run whose execution was claimed again since, by another pool or by its
+    own (a heartbeat that failed for a whole lease), changes nothing."""
+
+    owner: str
+    epoch: int
+
+
 class Claimed(list[uuid.UUID]):
     """The executions a claim took, and how many of them it took over from another
-    worker whose lease had expired (the rest were free)."""
+    worker whose lease had expired (the rest were free); ``epochs`` holds each
+    one's epoch after this claim."""
 
-    def __init__(self, ids: Sequence[uuid.UUID] = (), taken_over: int = 0) -> None:
+    def __init__(
+        self,
+        ids: Sequence[uuid.UUID] = (),
+        taken_over: int = 0,
+        epochs: Mapping[uuid.UUID, int] | None = None,
+    ) -> None:
         super().__init__(ids)
         self.taken_over = taken_over
+        self.epochs: dict[uuid.UUID, int] = dict(epochs or {})
 
 
 class ExecutionStore(Protocol):
-    """Durable executions and attempts. Worker writes are fenced on ``owner``: a worker that
-    no longer holds the lease gets LeaseLostError and must stop."""
+    """Durable executions and attempts. Worker writes are fenced on the run's ``lease``
+    (owner and claim epoch): a run that no longer holds it gets LeaseLostError and
+    must stop."""
 
     async def get(self, execution_id: uuid.UUID) -> Execution:
         """The execution with its attempts; ExecutionNotFoundError if unknown."""
@@ -86,8 +105,18 @@ class ExecutionStore(Protocol):
         ExecutionNotActiveError if it already finished or its outcome is decided."""
         ...
 
-    async def claim(self, owner: str, limit: int, now: datetime, lease_seconds: float) -> Claimed:
-        """Takes the lease of up to ``limit`` executions that need a worker."""
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        skip: Collection[uuid.UUID] = (),
+    ) -> Claimed:
+        """Takes the lease of up to ``limit`` executions that need a worker, except
+        those in ``skip`` (the ones the claiming pool still runs); each claim
+        increments the execution's epoch."""
         ...
 
     async def queue_stats(self, now: datetime) -> QueueStats:
@@ -95,17 +124,18 @@ class ExecutionStore(Protocol):
         ...
 
     async def renew(
-        self, owner: str, ids: Sequence[uuid.UUID], now: datetime, lease_seconds: float
+        self, owner: str, epochs: Mapping[uuid.UUID, int], now: datetime, lease_seconds: float
     ) -> LeaseRenewal:
-        """Extends the leases ``owner`` still holds among ``ids``."""
+        """Extends the leases ``owner`` still holds among ``epochs`` (execution id to the
+        epoch of the claim its run holds)."""
         ...
 
-    async def release(self, execution_id: uuid.UUID, owner: str) -> None:
+    async def release(self, execution_id: uuid.UUID, lease: Lease) -> None:
         """Gives the lease back (a no-op when not held)."""
         ...
 
     async def set_status(
-        self, execution_id: uuid.UUID, owner: str, status: ExecutionStatus, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, status: ExecutionStatus, now: datetime
     ) -> Execution:
         """Fenced status change of an execution still being worked on."""
         ...
@@ -113,7 +143,7 @@ class ExecutionStore(Protocol):
     async def add_attempt(
         self,
         execution_id: uuid.UUID,
-        owner: str,
+        lease: Lease,
         attempt: AttemptView,
         status: ExecutionStatus,
         now: datetime,
@@ -122,19 +152,19 @@ class ExecutionStore(Protocol):
         ...
 
     async def decide(
-        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
     ) -> Execution:
         """Fenced: stores the outcome to report (the status stays until it is reported)."""
         ...
 
     async def revise(
-        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
     ) -> Execution:
         """Fenced: replaces a decided outcome that is not applied yet (BidService refused
         to complete the task for good, so the execution fails instead)."""
         ...
 
-    async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
+    async def finish(self, execution_id: uuid.UUID, lease: Lease, now: datetime) -> Execution:
         """Fenced: applies the reported outcome (terminal status) and frees the lease."""
         ...
 

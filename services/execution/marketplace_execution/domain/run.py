@@ -3,7 +3,8 @@
 The outcome is written to the database (``decide``) *before* it is reported to
 BidService and the execution turns terminal only *after* (``finish``): a crash in
 between replays the report with the same event_id, and a terminal execution
-always means BidService knows. Every write is fenced on the lease owner.
+always means BidService knows. Every write is fenced on the run's lease (the
+owner and the epoch of its claim).
 
 Every run ends: an unexpected exception while working (a bug, a value the
 database refuses) decides FAILED with error type FATAL and a safe message, and
@@ -43,7 +44,13 @@ from marketplace_execution.domain.models import (
     ExecutionStatus,
     Outcome,
 )
-from marketplace_execution.domain.ports import BidsGateway, ExecutionStore, JobRunner, JobSpec
+from marketplace_execution.domain.ports import (
+    BidsGateway,
+    ExecutionStore,
+    JobRunner,
+    JobSpec,
+    Lease,
+)
 from marketplace_execution.domain.reporting import ReportPolicy, call_until_landed, event_id
 from marketplace_execution.domain.store_retry import StoreRetryPolicy, until_stored
 from marketplace_execution.domain.text import MAX_RESULT_CHARS, report_message, storable
@@ -78,9 +85,10 @@ class RunContext:
 class ExecutionRun:
     """Drives one execution this worker holds the lease of."""
 
-    def __init__(self, ctx: RunContext, execution: Execution) -> None:
+    def __init__(self, ctx: RunContext, execution: Execution, lease: Lease) -> None:
         self._ctx = ctx
         self._execution = execution
+        self._lease = lease
         self._work: asyncio.Task[Execution] | None = None
         self.stop_reason: StopReason | None = None
         self.lease_lost = False
@@ -156,7 +164,11 @@ class ExecutionRun:
             return None
         eid = self._execution.execution_id
         execution = await self._stored("get", lambda: self._ctx.store.get(eid))
-        if execution.lease_owner != self._ctx.owner or execution.outcome is None:
+        held = (execution.lease_owner, execution.lease_epoch) == (
+            self._lease.owner,
+            self._lease.epoch,
+        )
+        if not held or execution.outcome is None:
             _log.info("execution.lease_lost", execution_id=str(execution.execution_id))
             self.lease_lost = True
             return None
@@ -201,9 +213,9 @@ class ExecutionRun:
 
     async def _set_status(self, status: ExecutionStatus) -> None:
         previous = self._execution.status
-        eid, owner = self._execution.execution_id, self._ctx.owner
+        eid, lease = self._execution.execution_id, self._lease
         self._execution = await self._stored(
-            "set_status", lambda: self._ctx.store.set_status(eid, owner, status, self._ctx.now())
+            "set_status", lambda: self._ctx.store.set_status(eid, lease, status, self._ctx.now())
         )
         self._publish_status(previous)
 
@@ -214,10 +226,10 @@ class ExecutionRun:
             await self._set_status(ExecutionStatus.RUNNING)
             previous = ExecutionStatus.RUNNING
         status = ExecutionStatus.RETRY_SCHEDULED if will_retry else ExecutionStatus.RUNNING
-        eid, owner = self._execution.execution_id, self._ctx.owner
+        eid, lease = self._execution.execution_id, self._lease
         self._execution = await self._stored(
             "add_attempt",
-            lambda: self._ctx.store.add_attempt(eid, owner, attempt, status, self._ctx.now()),
+            lambda: self._ctx.store.add_attempt(eid, lease, attempt, status, self._ctx.now()),
         )
         self._ctx.bus.publish(ExecutionEvent(self._execution, attempt=attempt))
         self._publish_status(previous)
@@ -228,9 +240,9 @@ class ExecutionRun:
             self._ctx.bus.publish(ExecutionEvent(self._execution, status_change=change))
 
     async def _decide(self, outcome: Outcome) -> Execution:
-        eid, owner = self._execution.execution_id, self._ctx.owner
+        eid, lease = self._execution.execution_id, self._lease
         self._execution = await self._stored(
-            "decide", lambda: self._ctx.store.decide(eid, owner, outcome, self._ctx.now())
+            "decide", lambda: self._ctx.store.decide(eid, lease, outcome, self._ctx.now())
         )
         return self._execution
 
@@ -256,9 +268,9 @@ class ExecutionRun:
             failed = Outcome(
                 ExecutionStatus.FAILED, None, ErrorType.PERMANENT, message, error.reason
             )
-            owner = self._ctx.owner
+            lease = self._lease
             execution = await self._stored(
-                "revise", lambda: self._ctx.store.revise(eid, owner, failed, self._ctx.now())
+                "revise", lambda: self._ctx.store.revise(eid, lease, failed, self._ctx.now())
             )
             outcome = failed
         elif not await self._task_was_started(execution):
@@ -311,9 +323,9 @@ class ExecutionRun:
 
     async def _finish(self, execution: Execution) -> None:
         previous = execution.status
-        eid, owner = execution.execution_id, self._ctx.owner
+        eid, lease = execution.execution_id, self._lease
         self._execution = await self._stored(
-            "finish", lambda: self._ctx.store.finish(eid, owner, self._ctx.now())
+            "finish", lambda: self._ctx.store.finish(eid, lease, self._ctx.now())
         )
         self._publish_status(previous)
         final = self._execution

@@ -11,6 +11,9 @@
 * An execution whose worker died keeps its lease until ``lease_seconds`` pass,
   then any replica claims it and resumes (attempt numbers continue, StartTask and
   the report replay with the same event_ids).
+* A run holds the :class:`Lease` of its claim (owner and epoch); the claim skips
+  the executions this pool still runs, and the epoch fences out a run whose
+  execution was claimed again anyway (its heartbeat failed for a whole lease).
 * A run continues its execution's trace (the SubmitExecution call's span is the
   parent of its ``execution.run`` span, so StartTask, the LLM attempts and the
   report are in the trace the client's call started) and carries the submit's
@@ -34,6 +37,7 @@ from marketplace_common.rpc_context import bind_request_id, unbind_request_id
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.models import Execution
+from marketplace_execution.domain.ports import Lease
 from marketplace_execution.domain.run import ExecutionRun, RunContext, StopReason
 from marketplace_execution.domain.store_retry import until_stored
 
@@ -103,6 +107,7 @@ class WorkerPool:
         self._ctx = ctx
         self._config = config
         self._runs: dict[uuid.UUID, tuple[ExecutionRun | None, asyncio.Task[None]]] = {}
+        self._leases: dict[uuid.UUID, Lease] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -179,7 +184,7 @@ class WorkerPool:
             return 0
         try:
             ids = await self._ctx.store.claim(
-                self.owner, free, self._ctx.now(), self._config.lease_seconds
+                self.owner, free, self._ctx.now(), self._config.lease_seconds, skip=list(self._runs)
             )
             if ids.taken_over:
                 self._ctx.metrics.count_takeovers(ids.taken_over)
@@ -194,16 +199,19 @@ class WorkerPool:
         if self._stopping:
             # The stop began during the claim: hand them back untouched at once.
             for execution_id in ids:
-                await self._release(execution_id)
+                await self._release(execution_id, Lease(self.owner, ids.epochs[execution_id]))
             return 0
         self.claimed_total += len(ids)
         for execution_id in ids:
-            self._spawn(execution_id)
+            self._spawn(execution_id, Lease(self.owner, ids.epochs[execution_id]))
         return len(ids)
 
-    def _spawn(self, execution_id: uuid.UUID) -> None:
-        task = asyncio.create_task(self._process(execution_id), name=f"execution-{execution_id}")
+    def _spawn(self, execution_id: uuid.UUID, lease: Lease) -> None:
+        task = asyncio.create_task(
+            self._process(execution_id, lease), name=f"execution-{execution_id}"
+        )
         self._runs[execution_id] = (None, task)
+        self._leases[execution_id] = lease
 
         def done(_task: asyncio.Task[None]) -> None:
             self._done(execution_id)
@@ -212,6 +220,7 @@ class WorkerPool:
 
     def _done(self, execution_id: uuid.UUID) -> None:
         self._runs.pop(execution_id, None)
+        self._leases.pop(execution_id, None)
         if not self._stopping:
             self._wake.set()
 
@@ -226,12 +235,13 @@ class WorkerPool:
                 _log.exception("worker_pool.heartbeat_crashed")
 
     async def _heartbeat_once(self) -> None:
-        ids = list(self._runs)
+        epochs = {i: lease.epoch for i, lease in self._leases.items()}
+        ids = list(epochs)
         if not ids:
             return
         try:
             renewal = await self._ctx.store.renew(
-                self.owner, ids, self._ctx.now(), self._config.lease_seconds
+                self.owner, epochs, self._ctx.now(), self._config.lease_seconds
             )
         except AgentError as exc:
             _log.warning("worker_pool.heartbeat_failed", reason=exc.reason, message=exc.message)
@@ -247,7 +257,7 @@ class WorkerPool:
 
     # --- one execution ----------------------------------------------------
 
-    async def _process(self, execution_id: uuid.UUID) -> None:
+    async def _process(self, execution_id: uuid.UUID, lease: Lease) -> None:
         log = _log.bind(execution_id=str(execution_id), owner=self.owner)
         try:
             execution = await until_stored(
@@ -257,7 +267,7 @@ class WorkerPool:
                 policy=self._ctx.store_retry,
             )
             with observed(execution, self.owner):
-                run = ExecutionRun(self._ctx, execution)
+                run = ExecutionRun(self._ctx, execution, lease)
                 self._runs[execution_id] = (run, self._runs[execution_id][1])
                 if execution.cancel_requested:
                     run.interrupt(StopReason.CANCELLED)
@@ -266,7 +276,7 @@ class WorkerPool:
                 self._ctx.metrics.count_lease_lost()
         except asyncio.CancelledError:
             log.info("execution.released", reason="worker stopping")
-            await asyncio.shield(self._release(execution_id))
+            await asyncio.shield(self._release(execution_id, lease))
             raise
         except LeaseLostError:
             log.info("execution.lease_lost")
@@ -281,8 +291,8 @@ class WorkerPool:
             # Only when even deciding FAILED failed: the lease lapses as above.
             log.exception("execution.run_crashed")
 
-    async def _release(self, execution_id: uuid.UUID) -> None:
+    async def _release(self, execution_id: uuid.UUID, lease: Lease) -> None:
         try:
-            await self._ctx.store.release(execution_id, self.owner)
+            await self._ctx.store.release(execution_id, lease)
         except AgentError as exc:
             _log.warning("execution.release_failed", reason=exc.reason, message=exc.message)

@@ -59,6 +59,7 @@ def execution_view(row: ExecutionRow, attempts: Sequence[AttemptRow] = ()) -> Ex
         else ExecutionStatus(row.pending_outcome),
         cancel_requested=row.cancel_requested,
         lease_owner=row.lease_owner,
+        lease_epoch=row.lease_epoch,
         attempts=tuple(attempt_view(a) for a in attempts),
         client_email=row.client_email,
         agent_id=row.agent_id,

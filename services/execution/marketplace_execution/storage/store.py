@@ -2,8 +2,10 @@
 
 Every method is one transaction (``run_transaction``: conflicts retried, outages
 mapped to UnavailableError). Worker writes are *fenced*: the UPDATE names the
-lease owner in its WHERE clause, so a worker whose lease was taken over (or whose
-execution was cancelled) changes nothing and gets LeaseLostError.
+lease owner and the epoch of the run's claim in its WHERE clause, so a run whose
+execution was claimed again since (by another pool, or by its own after a
+heartbeat that failed for a whole lease), or was cancelled, changes nothing and
+gets LeaseLostError. Every claim increments ``lease_epoch``.
 
 Claiming: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` picks rows no other
 replica is claiming right now, and the lease is set in the same transaction. On
@@ -16,7 +18,7 @@ claimer; the UPDATE repeats the "lease expired" condition anyway.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +47,7 @@ from marketplace_execution.domain.models import (
     NewExecution,
     Outcome,
 )
-from marketplace_execution.domain.ports import Claimed, LeaseRenewal, QueueStats
+from marketplace_execution.domain.ports import Claimed, Lease, LeaseRenewal, QueueStats
 from marketplace_execution.storage.convert import attempt_row, execution_view, new_row
 from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
 
@@ -205,8 +207,20 @@ class SqlExecutionStore:
 
     # --- worker writes --------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, now: datetime, lease_seconds: float) -> Claimed:
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        skip: Collection[uuid.UUID] = (),
+    ) -> Claimed:
         claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
+        if skip:
+            # The pool's own runs (their lease lapsed while the heartbeat failed):
+            # never a second run of them in the same pool.
+            claimable = and_(claimable, E.execution_id.not_in(list(skip)))
 
         async def fn(session: AsyncSession) -> Claimed:
             rows = list(
@@ -221,19 +235,24 @@ class SqlExecutionStore:
             if not rows:
                 return Claimed()
             ids = [row.execution_id for row in rows]
-            await session.execute(
+            claimed = await session.execute(
                 update(E)
                 .where(E.execution_id.in_(ids), claimable)
                 .values(
                     lease_owner=owner,
+                    lease_epoch=E.lease_epoch + 1,
                     lease_expires_at=now + timedelta(seconds=lease_seconds),
                     heartbeat_at=now,
                 )
+                .returning(E.execution_id, E.lease_epoch)
                 .execution_options(synchronize_session=False)
             )
+            epochs = {row.execution_id: row.lease_epoch for row in claimed}
             # A lease that expired in another worker's hands (a release clears the owner).
-            taken_over = sum(1 for row in rows if row.lease_owner not in (None, owner))
-            return Claimed(ids, taken_over)
+            taken_over = sum(
+                1 for r in rows if r.execution_id in epochs and r.lease_owner not in (None, owner)
+            )
+            return Claimed([i for i in ids if i in epochs], taken_over, epochs)
 
         return await run_transaction(self._sessionmaker, fn)
 
@@ -251,10 +270,20 @@ class SqlExecutionStore:
         return await run_transaction(self._sessionmaker, fn)
 
     async def renew(
-        self, owner: str, ids: Sequence[uuid.UUID], now: datetime, lease_seconds: float
+        self, owner: str, epochs: Mapping[uuid.UUID, int], now: datetime, lease_seconds: float
     ) -> LeaseRenewal:
+        # Fenced like every worker write: the owner and the epoch of each run's claim,
+        # so an execution claimed again since is neither renewed nor reported held.
+        # One IN list per epoch (most runs hold their execution's first claim).
+        by_epoch: dict[int, list[uuid.UUID]] = {}
+        for execution_id, epoch in epochs.items():
+            by_epoch.setdefault(epoch, []).append(execution_id)
+        mine = and_(
+            E.lease_owner == owner,
+            or_(*(and_(E.lease_epoch == e, E.execution_id.in_(i)) for e, i in by_epoch.items())),
+        )
+
         async def fn(session: AsyncSession) -> LeaseRenewal:
-            mine = and_(E.execution_id.in_(list(ids)), E.lease_owner == owner)
             await session.execute(
                 update(E)
                 .where(mine)
@@ -269,15 +298,15 @@ class SqlExecutionStore:
                 cancel_requested=frozenset(r[0] for r in held if r[1]),
             )
 
-        if not ids:
+        if not epochs:
             return LeaseRenewal(frozenset(), frozenset())
         return await run_transaction(self._sessionmaker, fn)
 
-    async def release(self, execution_id: uuid.UUID, owner: str) -> None:
+    async def release(self, execution_id: uuid.UUID, lease: Lease) -> None:
         async def fn(session: AsyncSession) -> None:
             await session.execute(
                 update(E)
-                .where(E.execution_id == execution_id, E.lease_owner == owner)
+                .where(*_held(execution_id, lease))
                 .values(lease_owner=None, lease_expires_at=E.created_at)
                 .execution_options(synchronize_session=False)
             )
@@ -287,14 +316,14 @@ class SqlExecutionStore:
     async def _fenced(
         self,
         execution_id: uuid.UUID,
-        owner: str,
+        lease: Lease,
         values: Mapping[str, object],
         *,
         deciding: bool = True,
         attempt: AttemptView | None = None,
     ) -> Execution:
         """One fenced UPDATE (plus an attempt row) or LeaseLostError."""
-        fence = [E.execution_id == execution_id, E.lease_owner == owner, E.status.in_(_ACTIVE)]
+        fence = [*_held(execution_id, lease), E.status.in_(_ACTIVE)]
         fence.append(E.pending_outcome.is_(None) if deciding else E.pending_outcome.is_not(None))
 
         async def fn(session: AsyncSession) -> Execution:
@@ -310,7 +339,7 @@ class SqlExecutionStore:
                 )
             ).first()
             if row is None:
-                raise LeaseLostError(execution_id, owner)
+                raise LeaseLostError(execution_id, f"{lease.owner} (epoch {lease.epoch})")
             if attempt is not None:
                 await _insert_attempt_once(session, execution_id, attempt)
             return await _with_attempts(session, row)
@@ -318,40 +347,49 @@ class SqlExecutionStore:
         return await run_transaction(self._sessionmaker, fn)
 
     async def set_status(
-        self, execution_id: uuid.UUID, owner: str, status: ExecutionStatus, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, status: ExecutionStatus, now: datetime
     ) -> Execution:
-        return await self._fenced(execution_id, owner, {"status": status.value, "updated_at": now})
+        return await self._fenced(execution_id, lease, {"status": status.value, "updated_at": now})
 
     async def add_attempt(
         self,
         execution_id: uuid.UUID,
-        owner: str,
+        lease: Lease,
         attempt: AttemptView,
         status: ExecutionStatus,
         now: datetime,
     ) -> Execution:
         values = {"status": status.value, "updated_at": now}
-        return await self._fenced(execution_id, owner, values, attempt=attempt)
+        return await self._fenced(execution_id, lease, values, attempt=attempt)
 
     async def decide(
-        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
     ) -> Execution:
-        return await self._fenced(execution_id, owner, _outcome_values(outcome, now))
+        return await self._fenced(execution_id, lease, _outcome_values(outcome, now))
 
     async def revise(
-        self, execution_id: uuid.UUID, owner: str, outcome: Outcome, now: datetime
+        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
     ) -> Execution:
         values = _outcome_values(outcome, now)
-        return await self._fenced(execution_id, owner, values, deciding=False)
+        return await self._fenced(execution_id, lease, values, deciding=False)
 
-    async def finish(self, execution_id: uuid.UUID, owner: str, now: datetime) -> Execution:
+    async def finish(self, execution_id: uuid.UUID, lease: Lease, now: datetime) -> Execution:
         values = {
             "status": E.pending_outcome,
             "lease_owner": None,
             "lease_expires_at": now,
             "updated_at": now,
         }
-        return await self._fenced(execution_id, owner, values, deciding=False)
+        return await self._fenced(execution_id, lease, values, deciding=False)
+
+
+def _held(execution_id: uuid.UUID, lease: Lease) -> tuple[Any, ...]:
+    """The row of ``execution_id`` while ``lease`` (owner and epoch) is its latest claim."""
+    return (
+        E.execution_id == execution_id,
+        E.lease_owner == lease.owner,
+        E.lease_epoch == lease.epoch,
+    )
 
 
 async def _insert_attempt_once(

@@ -69,6 +69,11 @@ class ExecutionRow(Base):
         Boolean, nullable=False, default=False, server_default=text("false")
     )
     lease_owner: Mapped[str | None] = mapped_column(String(200))
+    # Incremented by every claim; a worker's writes name the epoch of its claim, so a
+    # run whose execution was claimed again since (even by the same owner) is fenced out.
+    lease_epoch: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
     # Never NULL: a free lease is one that expired (created_at, or the release time),
     # so claiming is one range scan of the partial index below.
     lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
