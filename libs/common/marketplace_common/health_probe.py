@@ -48,13 +48,32 @@ def local_target(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def probe(target: str, service: str, *, timeout: float, ca_file: Path | None = None) -> ProbeResult:
-    """One ``Health/Check`` of ``service`` at ``target`` (TLS when ``ca_file`` is given)."""
-    if ca_file is None:
-        channel = grpc.insecure_channel(target)
-    else:
-        credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
-        channel = grpc.secure_channel(target, credentials)
+@dataclass(frozen=True, slots=True)
+class ProbeTls:
+    """TLS for the probe: the CA to trust, a client certificate for mutual TLS, and
+    the name to expect in the server's certificate (it is dialled on loopback)."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+
+def _channel(target: str, tls: ProbeTls | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(target)
+    key = tls.key_file.read_bytes() if tls.key_file else None
+    cert = tls.cert_file.read_bytes() if tls.cert_file else None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_file.read_bytes(), private_key=key, certificate_chain=cert
+    )
+    options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def probe(target: str, service: str, *, timeout: float, tls: ProbeTls | None = None) -> ProbeResult:
+    """One ``Health/Check`` of ``service`` at ``target`` (over TLS when ``tls`` is given)."""
+    channel = _channel(target, tls)
     name = service or '"" (the whole server)'
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -36,7 +36,7 @@ from structlog.typing import FilteringBoundLogger
 from marketplace_common import runtime, tracing
 from marketplace_common.auth import AuthConfigError
 from marketplace_common.client import TlsConfigError
-from marketplace_common.health_probe import local_target, probe
+from marketplace_common.health_probe import ProbeTls, local_target, probe
 from marketplace_common.logging import configure_logging, get_logger
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.settings import ServiceSettings
@@ -115,11 +115,19 @@ class ServiceCli(Generic[S]):
         health.add_argument(
             "--ca-file", type=Path, help="speak TLS, trusting this CA (PEM) for the server"
         )
+        health.add_argument("--cert-file", type=Path, help="with --ca-file: client certificate")
+        health.add_argument("--key-file", type=Path, help="with --ca-file: its private key")
+        health.add_argument(
+            "--server-name", help="with --ca-file: the name the server's certificate carries"
+        )
         return parser
 
     def _health(self, settings: S, args: argparse.Namespace) -> int:
         target = args.target or local_target(settings.grpc_host, settings.grpc_port)
-        result = probe(target, args.service, timeout=args.timeout, ca_file=args.ca_file)
+        tls = None
+        if args.ca_file is not None:
+            tls = ProbeTls(args.ca_file, args.cert_file, args.key_file, args.server_name)
+        result = probe(target, args.service, timeout=args.timeout, tls=tls)
         out = sys.stderr if result.code else sys.stdout
         print(f"{self.prog} health: {result.message}", file=out)
         return int(result.code)

@@ -19,6 +19,7 @@ from marketplace_common.migrations import upgrade_async
 from marketplace_execution.migrations import MIGRATIONS_DIR as EXECUTION_MIGRATIONS
 from marketplace_execution.server import create_server as create_execution_server
 from marketplace_execution.settings import ExecutionSettings
+from tls_support import make_pki
 
 BIN = Path(sys.executable).parent
 
@@ -116,5 +117,35 @@ async def test_execution_health_asks_for_the_execution_service(tmp_path: Path) -
         # The bids port answers health too, but not for the execution service.
         code, out = await health("bids-service", env={"BIDS_GRPC_PORT": str(port)})
         assert code == 1, out
+    finally:
+        await server.stop(0.5)
+
+
+async def test_tls_and_mutual_tls_probe_with_the_operators_files(tmp_path: Path) -> None:
+    # The certificate names the cluster DNS name only; the probe dials loopback.
+    pki = make_pki(tmp_path, server_names=("bids.marketplace.svc",))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bids.db'}"
+    await upgrade_async(url, BIDS_MIGRATIONS)
+    settings = BidsSettings(
+        grpc_port=0,
+        metrics_port=0,
+        database_url=url,
+        tls_cert_file=pki.server.cert,
+        tls_key_file=pki.server.key,
+        tls_client_ca_file=pki.ca,
+    )
+    server, port = await create_bids_server(settings)
+    try:
+        target = ("--target", f"127.0.0.1:{port}")
+        tls = ("--ca-file", str(pki.ca), "--server-name", "bids.marketplace.svc")
+        client = ("--cert-file", str(pki.client.cert), "--key-file", str(pki.client.key))
+        code, out = await health("bids-service", *target, *tls, *client)
+        assert code == 0, out
+        # Without a client certificate the mTLS handshake fails: unreachable.
+        code, out = await health("bids-service", *target, *tls, "--timeout", "2")
+        assert code == 2, out
+        # Plaintext to a TLS port: unreachable as well, never a false SERVING.
+        code, out = await health("bids-service", *target, "--timeout", "2")
+        assert code == 2, out
     finally:
         await server.stop(0.5)
