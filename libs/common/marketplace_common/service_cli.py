@@ -36,7 +36,7 @@ from structlog.typing import FilteringBoundLogger
 from marketplace_common import runtime, tracing
 from marketplace_common.auth import AuthConfigError
 from marketplace_common.client import TlsConfigError
-from marketplace_common.health_probe import ProbeTls, local_target, probe
+from marketplace_common.health_probe import ProbeExit, ProbeTls, local_target, probe
 from marketplace_common.logging import configure_logging, get_logger
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.settings import ServiceSettings
@@ -127,7 +127,11 @@ class ServiceCli(Generic[S]):
         tls = None
         if args.ca_file is not None:
             tls = ProbeTls(args.ca_file, args.cert_file, args.key_file, args.server_name)
-        result = probe(target, args.service, timeout=args.timeout, tls=tls)
+        try:
+            result = probe(target, args.service, timeout=args.timeout, tls=tls)
+        except OSError as exc:  # an unreadable --ca-file / --cert-file / --key-file
+            print(f"{self.prog} health: {exc}", file=sys.stderr)
+            return int(ProbeExit.UNREACHABLE)
         out = sys.stderr if result.code else sys.stdout
         print(f"{self.prog} health: {result.message}", file=out)
         return int(result.code)

@@ -144,6 +144,10 @@ async def test_tls_and_mutual_tls_probe_with_the_operators_files(tmp_path: Path)
         # Without a client certificate the mTLS handshake fails: unreachable.
         code, out = await health("bids-service", *target, *tls, "--timeout", "2")
         assert code == 2, out
+        # A CA file that is not there: one line, exit 2, no traceback.
+        missing = ("--ca-file", str(tmp_path / "missing.pem"))
+        code, out = await health("bids-service", *target, *missing)
+        assert (code, "Traceback" in out, "missing.pem" in out) == (2, False, True), out
         # Plaintext to a TLS port: unreachable as well, never a false SERVING.
         code, out = await health("bids-service", *target, "--timeout", "2")
         assert code == 2, out
