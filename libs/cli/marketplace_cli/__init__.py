@@ -1,0 +1,1 @@
+"""marketctl: the command-line client of the bids and execution services."""
