@@ -85,7 +85,8 @@ def test_the_walkthrough_runs_with_marketctl(stack: Stack) -> None:
     assert "ok: delivery.result = Offline answer to: Write a haiku About gRPC" in run.stdout
     # The live watch drew the attempts table; the task's trail shows both transitions.
     assert "attempts" in run.stdout
-    assert "PROCESSING" in run.stdout and "COMPLETED" in run.stdout
+    assert "PROCESSING" in run.stdout
+    assert "COMPLETED" in run.stdout
 
 
 def test_json_is_the_proto_json_and_the_generated_id_makes_a_retry_safe(stack: Stack) -> None:
