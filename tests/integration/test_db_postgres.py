@@ -6,9 +6,11 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from marketplace_common import db_postgres
 from marketplace_common.db import (
     create_engine,
     is_postgres,
@@ -19,8 +21,8 @@ from marketplace_common.db import (
 )
 from marketplace_common.errors import ConflictError, UnavailableError
 from marketplace_common.pg_admin import asyncpg_dsn
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 
@@ -261,3 +263,53 @@ async def test_throwaway_cluster_starts_answers_and_stops(
         await asyncio.to_thread(cluster.__exit__, None, None, None)
     with pytest.raises(OSError):
         await asyncpg.connect(asyncpg_dsn(url), timeout=2)
+
+
+async def test_only_a_connection_idle_for_a_while_is_pinged(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load every checkout finds a connection used a moment ago: it is not
+    # pinged (a round trip of every transaction); one idle longer still is.
+    monkeypatch.setattr(db_postgres, "PING_AFTER_IDLE_SECONDS", 0.3)
+    eng = create_engine(pg_url, pool_size=1)
+    sent: list[str] = []
+
+    def log_queries(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
+
+    event.listen(eng.sync_engine.pool, "connect", log_queries)
+    sessions = make_sessionmaker(eng)
+    try:
+        for _ in range(3):
+            assert await run_transaction(sessions, lambda s: s.scalar(text("SELECT 1"))) == 1
+        assert "SELECT 1" not in sent  # the simple-query ping; the statement is prepared
+        await asyncio.sleep(0.5)
+        assert await run_transaction(sessions, lambda s: s.scalar(text("SELECT 1"))) == 1
+        assert sent.count("SELECT 1") == 1
+    finally:
+        await eng.dispose()
+
+
+async def test_a_connection_lost_since_its_last_use_is_replaced_at_begin(
+    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+) -> None:
+    # Not pinged (used a moment ago), the dead connection fails at BEGIN, before
+    # anything ran: the transaction starts over on a new one, and runs once.
+    async def backend(session: AsyncSession) -> int | None:
+        pid: int | None = await session.scalar(text("SELECT pg_backend_pid()"))
+        return pid
+
+    first = await run_transaction(sessions, backend)
+    await admin.execute("SELECT pg_terminate_backend($1)", first)
+    runs = 0
+
+    async def bump(session: AsyncSession) -> int | None:
+        nonlocal runs
+        runs += 1
+        await session.execute(text("UPDATE counter SET value = value + 1 WHERE id = 1"))
+        return await backend(session)
+
+    second = await run_transaction(sessions, bump)
+    assert second != first
+    assert runs == 1
+    assert (await _values(sessions))[0] == 1

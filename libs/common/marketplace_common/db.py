@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -42,13 +42,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from marketplace_common.db_errors import CONFLICT_RETRY_AFTER as CONFLICT_RETRY_AFTER
 from marketplace_common.db_errors import (
     RETRYABLE_KINDS,
+    DbErrorKind,
     classify_db_error,
     find_sqlstate,
     to_agent_error,
     translate_db_error,
 )
 from marketplace_common.db_errors import UNAVAILABLE_RETRY_AFTER as UNAVAILABLE_RETRY_AFTER
-from marketplace_common.db_postgres import postgres_engine
+from marketplace_common.db_postgres import begin_with_settings, connection_closed, postgres_engine
 from marketplace_common.db_sqlite import WRITE_OPTION, sqlite_engine, write_gate
 from marketplace_common.retrying import JITTER, Backoff, WaitPlan, retry_call
 
@@ -162,15 +163,61 @@ def _transaction_options(session: AsyncSession, *, write: bool) -> dict[str, Any
     return options
 
 
+Settings = Callable[[], Mapping[str, int]]
+
+
 @asynccontextmanager
 async def _transaction(
-    sessionmaker: async_sessionmaker[AsyncSession], *, write: bool
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    write: bool,
+    settings: Settings | None = None,
 ) -> AsyncIterator[AsyncSession]:
     gate = write_gate(sessionmaker) if write else contextlib.nullcontext()
-    async with gate, sessionmaker() as session, session.begin():
-        # Procure the connection now, so the begin hook sees the options.
-        await session.connection(execution_options=_transaction_options(session, write=write))
-        yield session
+    async with gate:
+        for tries_left in (1, 0):
+            try:
+                async with sessionmaker() as session, session.begin():
+                    # Procure the connection now, so the begin hook sees the options.
+                    options = _transaction_options(session, write=write)
+                    connection = await session.connection(execution_options=options)
+                    if connection.dialect.name == "postgresql":
+                        await _begin(session, settings, retry=bool(tries_left))
+                    yield session
+                    return
+            except _LostBeforeBegin as lost:
+                _log.info("db.begin_on_lost_connection", error_class=lost.error_class)
+
+
+class _LostBeforeBegin(Exception):
+    """The connection was gone before the transaction's BEGIN: nothing ran, start over."""
+
+    def __init__(self, error_class: str) -> None:
+        super().__init__(error_class)
+        self.error_class = error_class
+
+
+async def _begin(session: AsyncSession, settings: Settings | None, *, retry: bool) -> None:
+    """BEGIN now, with the SET LOCALs in its message (``db_postgres.begin_with_settings``).
+
+    A pooled connection used a moment ago is not pinged on checkout
+    (``db_postgres``); if it died since, nothing has run on it yet, so it is
+    invalidated and the transaction starts over on a new connection (once).
+    """
+    connection = await session.connection()
+    try:
+        await begin_with_settings(session, settings() if settings else {})
+    except Exception as exc:
+        lost = classify_db_error(exc) is DbErrorKind.UNAVAILABLE or connection_closed(connection)
+        if not retry or not lost:
+            raise
+        # As SQLAlchemy does on a disconnect (and the pre-ping on failure): the whole
+        # pool generation goes, since a restarted server took every connection with it.
+        sync = connection.sync_connection
+        if sync is not None and sync._dbapi_connection is not None:
+            sync.engine.pool._invalidate(sync._dbapi_connection, exc)
+        await connection.invalidate(exc)
+        raise _LostBeforeBegin(type(exc).__name__) from exc
 
 
 @asynccontextmanager
@@ -216,6 +263,7 @@ async def run_transaction(
     base_delay: float = 0.01,
     max_delay: float = 0.5,
     rng: random.Random | None = None,
+    settings: Settings | None = None,
 ) -> T:
     """Run ``fn(session)`` in one transaction and commit; the unit of work of one RPC.
 
@@ -228,10 +276,12 @@ async def run_transaction(
     :class:`UnavailableError` at once: the commit may or may not have landed,
     so only the caller, with its idempotency key, may repeat the call.
     :class:`AgentError` raised by ``fn`` and any other exception pass through.
+    On PostgreSQL, ``settings()`` (called per attempt) are ``SET LOCAL`` in
+    the transaction's BEGIN message (``db_postgres.begin_with_settings``).
     """
 
     async def attempt() -> T:
-        async with _transaction(sessionmaker, write=write) as session:
+        async with _transaction(sessionmaker, write=write, settings=settings) as session:
             return await fn(session)
 
     def log_retry(plan: WaitPlan) -> None:

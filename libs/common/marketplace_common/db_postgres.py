@@ -10,17 +10,18 @@ generation, and the service recovers without a restart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_only
 
-__all__ = ["begin_with_settings", "postgres_engine"]
+__all__ = ["begin_with_settings", "connection_closed", "postgres_engine"]
 
 
 def postgres_engine(
@@ -51,15 +52,27 @@ def postgres_engine(
         connect_args={"server_settings": server_settings, "timeout": connect_timeout},
     )
     event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
+    event.listen(engine.sync_engine.pool, "checkin", _mark_returned)
     event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
     return engine
 
 
 _FRESH = "marketplace_fresh"
+_RETURNED = "marketplace_returned"
+
+#: A pooled connection back in the pool for less than this (seconds) is not pinged
+#: on checkout: it answered a moment ago, and if it died since, the transaction's
+#: own BEGIN finds out and the transaction starts over on a new connection
+#: (``marketplace_common.db``). One idle longer is pinged first.
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def _mark_fresh(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     record.info[_FRESH] = True
+
+
+def _mark_returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_RETURNED] = time.monotonic()
 
 
 def _ping_on_checkout(
@@ -70,11 +83,16 @@ def _ping_on_checkout(
     SQLAlchemy's own ``pool_pre_ping`` for asyncpg wraps its ping in a
     transaction (for pgbouncer's transaction mode, which we do not use):
     BEGIN, ``;``, ROLLBACK, three round trips on every checkout. Same effect
-    here: a connection just opened is not pinged; a dead one invalidates the
-    whole pool generation (as a failed pre-ping does) and the pool retries
-    the checkout with a new connection.
+    here: a connection just opened is not pinged, nor one returned less than
+    :data:`PING_AFTER_IDLE_SECONDS` ago (under load that is every checkout,
+    and the ping was a quarter of a read's round trips); a dead one
+    invalidates the whole pool generation (as a failed pre-ping does) and the
+    pool retries the checkout with a new connection.
     """
     if record.info.pop(_FRESH, False):
+        return
+    returned = record.info.get(_RETURNED)
+    if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
         return
     try:
         await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
@@ -111,9 +129,9 @@ class _BegunTransaction:
         await self._connection.execute("ROLLBACK;")
 
 
-async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]) -> bool:
-    """Begin ``session``'s transaction with ``SET LOCAL name = value`` for each setting,
-    all in one round trip; False (nothing sent) when that cannot be done here.
+async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]) -> None:
+    """Begin ``session``'s transaction now, with ``SET LOCAL name = value`` for each
+    setting, in one round trip where it can.
 
     SQLAlchemy's asyncpg adapter sends BEGIN on its own just before the first
     statement, so settings local to the transaction would cost a round trip
@@ -122,20 +140,25 @@ async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]
     and the SET LOCALs go as one simple-query message, and the adapter is
     handed the open transaction, which it commits or rolls back as its own.
     Only whole-number settings of :data:`LOCAL_SETTINGS` (milliseconds), so
-    nothing but digits is ever spliced into the SQL. False when the session is
-    not on asyncpg, its transaction has already begun, or it is in autocommit:
-    the caller then sets them with ``set_config`` after all.
+    nothing but digits is ever spliced into the SQL. Where that cannot be done
+    (not asyncpg, the transaction has begun, autocommit) the settings are set
+    with ``set_config`` after all. An error is the driver's own (a lost
+    connection: ``marketplace_common.db`` starts over on another).
     """
     unknown = set(settings) - LOCAL_SETTINGS
     if unknown:
         raise ValueError(f"not a local setting begin_with_settings knows: {sorted(unknown)}")
     connection = await session.connection()
-    if connection.dialect.driver != "asyncpg":
-        return False
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     isolation = _ISOLATION.get(getattr(adapted, "isolation_level", None))
-    if isolation is None or getattr(adapted, "_transaction", True) is not None:
-        return False
+    if (
+        connection.dialect.driver != "asyncpg"
+        or isolation is None
+        or getattr(adapted, "_transaction", True) is not None
+    ):
+        for name, value in settings.items():
+            await session.execute(_SET_CONFIG, {"name": name, "value": str(int(value))})
+        return
     sql = "BEGIN" + isolation
     if adapted.readonly:
         sql += " READ ONLY"
@@ -146,4 +169,15 @@ async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]
     async with adapted._execute_mutex:
         await driver.execute(sql)
         adapted._transaction = _BegunTransaction(driver)
-    return True
+
+
+def connection_closed(connection: AsyncConnection) -> bool:
+    """True when the asyncpg connection under ``connection`` knows it is closed."""
+    if connection.dialect.driver != "asyncpg" or connection.sync_connection is None:
+        return False
+    fairy = connection.sync_connection._dbapi_connection
+    driver = getattr(getattr(fairy, "dbapi_connection", None), "driver_connection", None)
+    return driver is not None and bool(driver.is_closed())
+
+
+_SET_CONFIG = text("SELECT set_config(:name, :value, true)")

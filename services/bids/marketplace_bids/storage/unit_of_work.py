@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from marketplace_common.db import run_transaction
-from marketplace_common.db_postgres import begin_with_settings
 from marketplace_common.rpc_context import current_call
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from marketplace_bids.domain.ports import Repositories
@@ -65,44 +63,25 @@ class SqlUnitOfWork:
         attempts: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._lock_timeout = int(lock_timeout_ms)
-        self._lock_timeout_ms = str(self._lock_timeout)
+        self._lock_timeout_ms = int(lock_timeout_ms)
         self._attempts = attempts
 
     async def run(self, fn: Callable[[Repositories], Awaitable[T]], *, write: bool = True) -> T:
         async def work(session: AsyncSession) -> T:
-            if session.get_bind().dialect.name == "postgresql":
-                await self._set_timeouts(session, write=write)
             return await fn(SqlRepositories(session))
 
-        return await run_transaction(self._sessionmaker, work, write=write, attempts=self._attempts)
-
-    async def _set_timeouts(self, session: AsyncSession, *, write: bool) -> None:
-        # Computed per attempt, so a retried transaction gets only the time still left.
-        # SET LOCAL ends with the transaction; sent with its BEGIN, it costs no round trip.
-        statement_ms = deadline_ms()
-        settings = {} if statement_ms is None else {"statement_timeout": statement_ms}
-        if write:
-            settings["lock_timeout"] = self._lock_timeout
-        if not settings or await begin_with_settings(session, settings):
-            return
-        # One round trip after BEGIN; set_config(..., true) is SET LOCAL.
-        if statement_ms is None:
+        def timeouts() -> dict[str, int]:
+            # Computed per attempt, so a retried transaction gets only the time still left.
+            # SET LOCAL (sent with the BEGIN on PostgreSQL) ends with the transaction.
+            statement_ms = deadline_ms()
+            found = {} if statement_ms is None else {"statement_timeout": statement_ms}
             if write:
-                await session.execute(_SET_LOCK_TIMEOUT, {"lock": self._lock_timeout_ms})
-        elif write:
-            params = {"lock": self._lock_timeout_ms, "statement": str(statement_ms)}
-            await session.execute(_SET_BOTH_TIMEOUTS, params)
-        else:
-            await session.execute(_SET_STATEMENT_TIMEOUT, {"statement": str(statement_ms)})
+                found["lock_timeout"] = self._lock_timeout_ms
+            return found
 
-
-_SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :lock, true)")
-_SET_STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :statement, true)")
-_SET_BOTH_TIMEOUTS = text(
-    "SELECT set_config('lock_timeout', :lock, true), "
-    "set_config('statement_timeout', :statement, true)"
-)
+        return await run_transaction(
+            self._sessionmaker, work, write=write, attempts=self._attempts, settings=timeouts
+        )
 
 
 def deadline_ms() -> int | None:
