@@ -74,6 +74,12 @@ class Principal:
 LOCAL_DEV_PRINCIPAL = Principal(Role.ADMIN, LOCAL_DEV_SUBJECT)
 
 
+def actor_name(principal: Principal) -> str:
+    """How both services record a principal (audit events, ``submitted_by``,
+    idempotency fingerprints): ``role:subject``."""
+    return f"{principal.role.value}:{principal.subject}"
+
+
 class AuthConfigError(ValueError):
     """The authentication configuration is invalid or unsafe (the server must not start)."""
 

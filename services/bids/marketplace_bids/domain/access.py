@@ -22,14 +22,10 @@ principal's task or bid exists, nor whose it is.
 from __future__ import annotations
 
 from marketplace_common.auth import Principal, Role
+from marketplace_common.auth import actor_name as actor_name
 
 from marketplace_bids.domain.errors import BidNotFoundError, NotOwnerError, TaskNotFoundError
 from marketplace_bids.domain.models import Bid, Task
-
-
-def actor_name(principal: Principal) -> str:
-    """How a principal is recorded in audit events: ``role:subject``."""
-    return f"{principal.role.value}:{principal.subject}"
 
 
 def _same_email(principal: Principal, email: str) -> bool:

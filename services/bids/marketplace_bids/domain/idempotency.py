@@ -8,14 +8,13 @@ same key is IDEMPOTENCY_KEY_REUSED.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from marketplace_common.auth import Principal
 from marketplace_common.errors import AgentError, ConflictError, IdempotencyKeyReusedError
+from marketplace_common.idempotency import request_fingerprint
 from pydantic import BaseModel
 
 from marketplace_bids.domain.access import actor_name
@@ -31,17 +30,8 @@ EVENT_SCOPE = "event"
 
 
 def fingerprint(method: str, principal: Principal, request: BaseModel) -> str:
-    """SHA-256 of the canonical request: method, caller and the validated fields."""
-    canonical = json.dumps(
-        {
-            "method": method,
-            "actor": actor_name(principal),
-            "request": request.model_dump(mode="json"),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The kit's fingerprint of the canonical request: method, caller and the validated fields."""
+    return request_fingerprint(method, actor_name(principal), request.model_dump(mode="json"))
 
 
 def stored(fingerprint_: str, response: BaseModel) -> StoredResponse:

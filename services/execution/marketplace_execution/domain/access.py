@@ -31,15 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from marketplace_common.auth import Principal, Role
+from marketplace_common.auth import actor_name as actor_name
 from marketplace_common.errors import PermissionDeniedError
 
 from marketplace_execution.domain.errors import ExecutionNotFoundError, TaskNotFoundError
 from marketplace_execution.domain.models import Execution, TaskInfo
-
-
-def actor_name(principal: Principal) -> str:
-    """How a principal is recorded (``submitted_by``, fingerprints): ``role:subject``."""
-    return f"{principal.role.value}:{principal.subject}"
 
 
 def normalized_email(email: str) -> str:

@@ -6,13 +6,13 @@ a failure becomes INVALID_ARGUMENT listing every violated field.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Any, TypeVar
 
 import jsonschema
 from marketplace_common.errors import FieldViolation, InvalidArgumentError
+from marketplace_common.idempotency import request_fingerprint
 from marketplace_common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -97,18 +97,8 @@ class SubmitRequest(LLMJob):
         """A digest of the caller (``role:subject``) and everything but request_id, to
         tell a repeat from a reuse: the same request_id from another principal is
         never a repeat, so it never replays someone else's answer."""
-        body = json.dumps(
-            [
-                actor,
-                str(self.task_id),
-                self.prompt,
-                self.model,
-                self.output_schema,
-                self.max_attempts,
-            ],
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(body.encode()).hexdigest()
+        fields = self.model_dump(mode="json", exclude={"request_id"})
+        return request_fingerprint("SubmitExecution", actor, fields)
 
 
 class CompleteRequest(LLMJob):
