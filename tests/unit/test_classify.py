@@ -1,4 +1,4 @@
-"""categorize_exception, should_retry, server_directed_delay and as_agent_error.
+"""categorize_exception, server_directed_delay and as_agent_error.
 
 Every case builds the real exception object of its library.
 """
@@ -25,7 +25,6 @@ from marketplace_common.classify import (
     categorize_exception,
     error_code,
     server_directed_delay,
-    should_retry,
 )
 from marketplace_common.errors import (
     AgentError,
@@ -407,10 +406,8 @@ def test_categorize_never_raises() -> None:
         (asyncio.CancelledError(), False),
     ],
 )
-def test_should_retry_for_transient_and_llm_fixable_only(
-    exc: BaseException, expected: bool
-) -> None:
-    assert should_retry(exc) is expected
+def test_retryable_for_transient_and_llm_fixable_only(exc: BaseException, expected: bool) -> None:
+    assert categorize_exception(exc).retryable is expected
 
 
 # --- as_agent_error -------------------------------------------------------------------

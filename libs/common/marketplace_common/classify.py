@@ -68,7 +68,6 @@ __all__ = [
     "categorize_exception",
     "error_code",
     "server_directed_delay",
-    "should_retry",
 ]
 
 T = ErrorType
@@ -119,11 +118,6 @@ def categorize_exception(exc: BaseException) -> ErrorType:
         return _categorize(exc)
     except Exception:
         return T.FATAL
-
-
-def should_retry(exc: BaseException) -> bool:
-    """True when a retry may help: TRANSIENT or LLM_FIXABLE."""
-    return categorize_exception(exc).retryable
 
 
 def _categorize(exc: BaseException) -> ErrorType:
