@@ -98,6 +98,8 @@ TOKEN=$(field "$R" token)
 R=$("$MARKETCTL" --json deliveries get "$TOKEN")
 echo "ok: delivery.result = $(field "$R" delivery.result)"
 expect 4 DELIVERY_NOT_FOUND deliveries get not-a-real-token
+mc deliveries revoke "$TOKEN"
+expect 4 DELIVERY_NOT_FOUND deliveries get "$TOKEN"
 
 echo
 echo "walkthrough: OK"

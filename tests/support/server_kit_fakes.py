@@ -49,6 +49,7 @@ class FakeBids(_BidsBase):
     CreateDeliveryToken = _BidsBase.CreateDeliveryToken
     GetDelivery = _BidsBase.GetDelivery
     ListTaskEvents = _BidsBase.ListTaskEvents
+    RevokeDeliveryToken = _BidsBase.RevokeDeliveryToken
 
     slow_seconds: float = 0.5
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)

@@ -45,6 +45,7 @@ def test_every_rpc_of_the_contract_is_generated() -> None:
         "CreateTask", "GetTask", "ListTasks", "PlaceBid", "GetBid", "ListBids",
         "WithdrawBid", "AcceptBid", "RejectBid", "ListBidEvents", "StartTask",
         "CompleteTask", "FailTask", "CreateDeliveryToken", "GetDelivery", "ListTaskEvents",
+        "RevokeDeliveryToken",
     }  # fmt: skip
     assert execution == {
         "SubmitExecution", "GetExecution", "ListExecutions", "WatchExecution",

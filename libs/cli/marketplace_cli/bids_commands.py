@@ -423,3 +423,11 @@ def delivery_get(ctx: typer.Context, token: str) -> None:
             ],
         ),
     )
+
+
+@deliveries.command("revoke")
+def delivery_revoke(ctx: typer.Context, token: str) -> None:
+    """Revoke a delivery token (the task's client): it stops working at once."""
+    request = bids_pb2.RevokeDeliveryTokenRequest(token=token)
+    response = call(ctx, _stub(ctx).RevokeDeliveryToken, request)
+    _emit(ctx, response, lambda: record("revoked", [("task_id", response.task_id)]))

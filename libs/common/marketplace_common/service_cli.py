@@ -25,10 +25,10 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
@@ -51,6 +51,18 @@ class Servable(Protocol):
 
 
 @dataclass(frozen=True)
+class ExtraCommand(Generic[S]):
+    """A service's own command beside serve/migrate/health (e.g. ``purge``).
+
+    ``run`` gets the settings and returns the exit code; logging is configured first.
+    """
+
+    name: str
+    help: str
+    run: Callable[[S], Coroutine[Any, Any, int]]
+
+
+@dataclass(frozen=True)
 class ServiceCli(Generic[S]):
     """One service's console script.
 
@@ -65,6 +77,7 @@ class ServiceCli(Generic[S]):
             (the message is shown as is) rather than a crash.
         health_service: the full service name ``health`` asks about by default
             (``marketplace.bids.v1.BidService``); SERVING only while it serves.
+        extra_commands: the service's own commands (``bids-service purge``).
     """
 
     prog: str
@@ -75,6 +88,7 @@ class ServiceCli(Generic[S]):
     create_server: Callable[[S], Awaitable[tuple[Servable, int]]]
     refusals: tuple[type[Exception], ...] = ()
     health_service: str = ""
+    extra_commands: tuple[ExtraCommand[S], ...] = ()
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """Parse ``argv``, build the settings and run the command; the exit code."""
@@ -89,6 +103,9 @@ class ServiceCli(Generic[S]):
         configure_logging(settings.log_level, settings.log_json)
         if args.command == "migrate":
             return runtime.run(self._migrate(settings))
+        for extra in self.extra_commands:
+            if args.command == extra.name:
+                return runtime.run(extra.run(settings))
         return runtime.run(self._serve(settings, migrate=args.migrate))
 
     def _parser(self) -> argparse.ArgumentParser:
@@ -99,6 +116,8 @@ class ServiceCli(Generic[S]):
             "--migrate", action="store_true", help="upgrade the database to the newest schema first"
         )
         commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
+        for extra in self.extra_commands:
+            commands.add_parser(extra.name, help=extra.help)
         health = commands.add_parser(
             "health", help="exit 0 if the running service answers SERVING (grpc.health.v1)"
         )

@@ -8,6 +8,8 @@ disposes of the engine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from marketplace.bids.v1 import bids_pb2_grpc
@@ -22,6 +24,7 @@ from marketplace_bids.domain.delivery_service import DeliveryService
 from marketplace_bids.domain.task_service import TaskService
 from marketplace_bids.migrations import SCRIPT_LOCATION
 from marketplace_bids.settings import BidsSettings
+from marketplace_bids.storage.retention import Purger
 from marketplace_bids.storage.unit_of_work import SqlUnitOfWork
 
 
@@ -76,4 +79,14 @@ async def create_server(
         raise
     server.add_shutdown_hook(engine.dispose)
     port = await server.start()
+    if settings.retention_interval_seconds > 0:
+        purger = Purger(engine, settings.retention_policy())
+        job = asyncio.create_task(purger.run_every(settings.retention_interval_seconds))
+
+        async def stop_purging() -> None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+
+        server.add_shutdown_hook(stop_purging)
     return BidsServer(server, engine), port

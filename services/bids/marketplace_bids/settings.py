@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from marketplace_common.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from marketplace_bids.storage.retention import RetentionPolicy
 
 
 class BidsSettings(ServiceSettings):
@@ -27,3 +31,21 @@ class BidsSettings(ServiceSettings):
     """How long a transition waits for a row lock before answering ABORTED (PostgreSQL)."""
     transaction_attempts: int = Field(default=3, ge=1, le=10)
     """Tries of a transaction that hit a serialization failure or deadlock."""
+    idempotency_retention_seconds: float = Field(default=7 * 86400, gt=0)
+    """Idempotency records older than this are purged (default 7 days): a retry with
+    the same request_id / event_id after that is treated as a new request."""
+    delivery_token_retention_seconds: float = Field(default=86400, ge=0)
+    """Delivery tokens expired for longer than this are purged (default 1 day)."""
+    retention_interval_seconds: float = Field(default=3600, ge=0)
+    """How often each replica tries a purge (one at a time across replicas on
+    PostgreSQL, by an advisory lock); 0 turns the periodic purge off (then run
+    ``bids-service purge``, e.g. from a CronJob)."""
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """Rows deleted per batch, each batch its own short transaction."""
+
+    def retention_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            idempotency_max_age=timedelta(seconds=self.idempotency_retention_seconds),
+            delivery_token_grace=timedelta(seconds=self.delivery_token_retention_seconds),
+            batch_size=self.retention_batch_size,
+        )

@@ -164,3 +164,10 @@ class BidServicer(bids_pb2_grpc.BidServiceServicer):
         req = r.parse(d.GetDeliveryRequest, convert.request_fields(request))
         delivery = await self._deliveries.get_delivery(current_principal(), req)
         return bids_pb2.GetDeliveryResponse(delivery=convert.delivery(delivery))
+
+    async def RevokeDeliveryToken(
+        self, request: bids_pb2.RevokeDeliveryTokenRequest, context: Context
+    ) -> bids_pb2.RevokeDeliveryTokenResponse:
+        req = r.parse(d.GetDeliveryRequest, convert.request_fields(request))
+        task_id = await self._deliveries.revoke_token(current_principal(), req)
+        return bids_pb2.RevokeDeliveryTokenResponse(task_id=task_id)

@@ -93,3 +93,26 @@ class DeliveryService:
         delivery = await self._uow.run(work, write=False)
         self._log.info("delivery.redeemed", task_id=delivery.task_id, by=principal.role.value)
         return delivery
+
+    async def revoke_token(self, principal: Principal, req: GetDeliveryRequest) -> str:
+        """Delete a live token, for its task's client (or an admin); the task id.
+
+        Unknown, expired, already revoked and someone else's tokens all answer
+        DELIVERY_NOT_FOUND, as GetDelivery does: nothing tells them apart.
+        """
+        digest = hash_delivery_token(req.token)
+
+        async def work(repos: Repositories) -> str:
+            record = await repos.delivery_tokens.get(digest)
+            if record is None or record.expires_at <= self._now():
+                raise DeliveryNotFoundError()
+            task = await repos.tasks.get(record.task_id)
+            if task is None or not access.may_redeem_delivery(principal, task):
+                raise DeliveryNotFoundError()
+            if not await repos.delivery_tokens.delete(digest):
+                raise DeliveryNotFoundError()  # revoked concurrently
+            return task.task_id
+
+        task_id = await self._uow.run(work)
+        self._log.info("delivery.token_revoked", task_id=task_id, by=principal.role.value)
+        return task_id

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    delete,
     insert,
     select,
     tuple_,
@@ -370,6 +371,10 @@ class SqlDeliveryTokenRepository(_Repository):
             expires_at=row.expires_at,
             created_at=row.created_at,
         )
+
+    async def delete(self, token_hash: str) -> bool:
+        stmt = delete(_DELIVERY_TOKENS).where(_DELIVERY_TOKENS.c.token_hash == token_hash)
+        return bool((await self._execute(stmt)).rowcount)
 
 
 def _unique_key(exc: IntegrityError) -> str | None:

@@ -1083,6 +1083,46 @@ export declare type ListTaskEventsResponse = Message<"marketplace.bids.v1.ListTa
 export declare const ListTaskEventsResponseSchema: GenMessage<ListTaskEventsResponse>;
 
 /**
+ * Request for RevokeDeliveryToken.
+ *
+ * @generated from message marketplace.bids.v1.RevokeDeliveryTokenRequest
+ */
+export declare type RevokeDeliveryTokenRequest = Message<"marketplace.bids.v1.RevokeDeliveryTokenRequest"> & {
+  /**
+   * A token from CreateDeliveryToken.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message marketplace.bids.v1.RevokeDeliveryTokenRequest.
+ * Use `create(RevokeDeliveryTokenRequestSchema)` to create a new message.
+ */
+export declare const RevokeDeliveryTokenRequestSchema: GenMessage<RevokeDeliveryTokenRequest>;
+
+/**
+ * Response for RevokeDeliveryToken.
+ *
+ * @generated from message marketplace.bids.v1.RevokeDeliveryTokenResponse
+ */
+export declare type RevokeDeliveryTokenResponse = Message<"marketplace.bids.v1.RevokeDeliveryTokenResponse"> & {
+  /**
+   * The task the revoked token delivered.
+   *
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+};
+
+/**
+ * Describes the message marketplace.bids.v1.RevokeDeliveryTokenResponse.
+ * Use `create(RevokeDeliveryTokenResponseSchema)` to create a new message.
+ */
+export declare const RevokeDeliveryTokenResponseSchema: GenMessage<RevokeDeliveryTokenResponse>;
+
+/**
  * Request for StartTask.
  *
  * @generated from message marketplace.bids.v1.StartTaskRequest
@@ -1637,6 +1677,19 @@ export declare const BidService: GenService<{
     methodKind: "unary";
     input: typeof ListTaskEventsRequestSchema;
     output: typeof ListTaskEventsResponseSchema;
+  },
+  /**
+   * Revokes a delivery token, by the task's client (or an admin): GetDelivery
+   * with it answers DELIVERY_NOT_FOUND from then on. An unknown, expired or
+   * already revoked token, or one presented by anyone else, answers NOT_FOUND
+   * DELIVERY_NOT_FOUND, as GetDelivery does.
+   *
+   * @generated from rpc marketplace.bids.v1.BidService.RevokeDeliveryToken
+   */
+  revokeDeliveryToken: {
+    methodKind: "unary";
+    input: typeof RevokeDeliveryTokenRequestSchema;
+    output: typeof RevokeDeliveryTokenResponseSchema;
   },
 }>;
 

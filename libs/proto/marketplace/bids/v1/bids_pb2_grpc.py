@@ -124,6 +124,11 @@ class BidServiceStub:
                 request_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.SerializeToString,
                 response_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.FromString,
                 _registered_method=True)
+        self.RevokeDeliveryToken = channel.unary_unary(
+                '/marketplace.bids.v1.BidService/RevokeDeliveryToken',
+                request_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenRequest.SerializeToString,
+                response_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenResponse.FromString,
+                _registered_method=True)
 
 
 class BidServiceServicer:
@@ -259,6 +264,16 @@ class BidServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeDeliveryToken(self, request, context):
+        """Revokes a delivery token, by the task's client (or an admin): GetDelivery
+        with it answers DELIVERY_NOT_FOUND from then on. An unknown, expired or
+        already revoked token, or one presented by anyone else, answers NOT_FOUND
+        DELIVERY_NOT_FOUND, as GetDelivery does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BidServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -341,6 +356,11 @@ def add_BidServiceServicer_to_server(servicer, server):
                     servicer.ListTaskEvents,
                     request_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.FromString,
                     response_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.SerializeToString,
+            ),
+            'RevokeDeliveryToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDeliveryToken,
+                    request_deserializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenRequest.FromString,
+                    response_serializer=marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -785,6 +805,33 @@ class BidService:
             '/marketplace.bids.v1.BidService/ListTaskEvents',
             marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsRequest.SerializeToString,
             marketplace_dot_bids_dot_v1_dot_bids__pb2.ListTaskEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDeliveryToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.bids.v1.BidService/RevokeDeliveryToken',
+            marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenRequest.SerializeToString,
+            marketplace_dot_bids_dot_v1_dot_bids__pb2.RevokeDeliveryTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

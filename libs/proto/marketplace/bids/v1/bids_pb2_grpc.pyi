@@ -89,6 +89,12 @@ class BidServiceStub:
     keyset-paginated. The same access rules as GetTask: a task the caller may
     not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
     """
+    RevokeDeliveryToken: _grpc.UnaryUnaryMultiCallable[_bids_pb2.RevokeDeliveryTokenRequest, _bids_pb2.RevokeDeliveryTokenResponse]
+    """Revokes a delivery token, by the task's client (or an admin): GetDelivery
+    with it answers DELIVERY_NOT_FOUND from then on. An unknown, expired or
+    already revoked token, or one presented by anyone else, answers NOT_FOUND
+    DELIVERY_NOT_FOUND, as GetDelivery does.
+    """
 
 @_typing.type_check_only
 class BidServiceAsyncStub(BidServiceStub):
@@ -150,6 +156,12 @@ class BidServiceAsyncStub(BidServiceStub):
     """Lists a task's audit events (its transitions), oldest first,
     keyset-paginated. The same access rules as GetTask: a task the caller may
     not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
+    """
+    RevokeDeliveryToken: _aio.UnaryUnaryMultiCallable[_bids_pb2.RevokeDeliveryTokenRequest, _bids_pb2.RevokeDeliveryTokenResponse]  # type: ignore[assignment]
+    """Revokes a delivery token, by the task's client (or an admin): GetDelivery
+    with it answers DELIVERY_NOT_FOUND from then on. An unknown, expired or
+    already revoked token, or one presented by anyone else, answers NOT_FOUND
+    DELIVERY_NOT_FOUND, as GetDelivery does.
     """
 
 class BidServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -305,6 +317,18 @@ class BidServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a task's audit events (its transitions), oldest first,
         keyset-paginated. The same access rules as GetTask: a task the caller may
         not see answers NOT_FOUND with reason TASK_NOT_FOUND, as an unknown one.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeDeliveryToken(
+        self,
+        request: _bids_pb2.RevokeDeliveryTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bids_pb2.RevokeDeliveryTokenResponse, _abc.Awaitable[_bids_pb2.RevokeDeliveryTokenResponse]]:
+        """Revokes a delivery token, by the task's client (or an admin): GetDelivery
+        with it answers DELIVERY_NOT_FOUND from then on. An unknown, expired or
+        already revoked token, or one presented by anyone else, answers NOT_FOUND
+        DELIVERY_NOT_FOUND, as GetDelivery does.
         """
 
 def add_BidServiceServicer_to_server(servicer: BidServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
