@@ -98,14 +98,16 @@ class Script:
 
 @cache
 def scripts() -> dict[str, Script]:
-    """pyproject's console scripts, by name."""
+    """pyproject's console scripts of the services (a ServiceCli ``CLI``), by name;
+    other scripts (marketctl, the client) run in no container."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     found: dict[str, Script] = {}
     for name, target in project["scripts"].items():
         module_name, _, _attr = target.partition(":")
         module: ModuleType = importlib.import_module(module_name)
-        cli = module.CLI
-        assert isinstance(cli, ServiceCli)
+        cli = getattr(module, "CLI", None)
+        if not isinstance(cli, ServiceCli):
+            continue
         found[name] = Script(name, cli)
     return found
 
