@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,31 @@ from marketplace_common.migrations import upgrade_async
 from marketplace_common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
+
+
+class _EarlySignals:
+    """SIGTERM/SIGINT received while the server is being built, kept for later.
+
+    ``redeliver`` sends them again on the next loop iteration: the caller then
+    awaits ``serve_until_signal`` at once, whose handlers are installed before
+    its first await, so the signal stops the server gracefully.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.received: list[signal.Signals] = []
+        for sig in self.SIGNALS:
+            self._loop.add_signal_handler(sig, self.received.append, sig)
+
+    def remove(self) -> None:
+        for sig in self.SIGNALS:
+            self._loop.remove_signal_handler(sig)
+
+    def redeliver(self) -> None:
+        for sig in self.received[:1]:
+            self._loop.call_soon(os.kill, os.getpid(), sig)
 
 
 class Servable(Protocol):
@@ -164,6 +190,11 @@ class ServiceCli(Generic[S]):
             tracing.TracingConfigError,
             *self.refusals,
         )
+        # The server listens before serve_until_signal installs its handlers: a
+        # SIGTERM in between (an orchestrator stopping a pod that just started)
+        # would kill the process outright. Remember it, and deliver it again once
+        # the graceful handlers are in place.
+        early = _EarlySignals()
         try:
             tracing.configure_from_env(self.event_prefix)
             server, port = await self.create_server(settings)
@@ -173,12 +204,15 @@ class ServiceCli(Generic[S]):
             # A port in use (the message names the setting that moves it) or a bind
             # address this host does not have: one line, no trace.
             return self._refuse(exc)
+        finally:
+            early.remove()
         self._log().info(
             f"{self.event_prefix}.serving",
             port=port,
             tracing=tracing.exporter_names(os.environ) or "off",
             **settings.log_summary(),
         )
+        early.redeliver()
         try:
             await server.serve_until_signal()
         finally:
