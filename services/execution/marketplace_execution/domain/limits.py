@@ -116,10 +116,11 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class CooldownState:
-    """A key's cooldown now: seconds left (<= 0 when none) and its epoch."""
+    """A key's cooldown now: seconds left (<= 0 when none), its epoch and streak."""
 
     left: float
     epoch: int
+    streak: int = 0
 
 
 class LimitState(Protocol):
@@ -217,6 +218,21 @@ class ProviderLimiter:
         cost = self._cost(model, tokens)
         started = self._clock.monotonic()
         while True:
+            if cost == Cost():
+                # No limit on this key: nothing to book, only a cooldown to respect
+                # (a read, no row lock: unlimited keys do not serialize on it).
+                pending = await self.state.cooldown(key)
+                local = self._local_until.get(key, 0.0) - self._clock.monotonic()
+                wait = max(pending.left, local, 0.0)
+                if wait <= 0:
+                    waited = self._clock.monotonic() - started
+                    return Permit(key, max(0.0, waited), tokens, pending.streak)
+                if deadline is not None and self._clock.monotonic() + wait > deadline:
+                    raise PermitDeadlineError(
+                        f"{key} cools down for {wait:.2f} s, past the deadline", retry_after=wait
+                    )
+                await self._clock.sleep(wait)
+                continue
             booked = await self.state.reserve(key, cost)
             wait = max(booked.wait, booked.cooldown_left, 0.0)
             if deadline is not None and self._clock.monotonic() + wait > deadline:
@@ -300,7 +316,7 @@ class MemoryLimitState:
 
     async def cooldown(self, key: str) -> CooldownState:
         s = self._get(key)
-        return CooldownState(s.cooldown_until - self._clock.monotonic(), s.epoch)
+        return CooldownState(s.cooldown_until - self._clock.monotonic(), s.epoch, s.streak)
 
     async def start_cooldown(
         self, key: str, seconds: float | None, policy: CooldownPolicy

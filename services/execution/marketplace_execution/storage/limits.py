@@ -43,7 +43,7 @@ RETURNING
 """)  # noqa: S608
 
 _COOLDOWN = text(f"""
-SELECT cooldown_until - {_NOW}, epoch
+SELECT cooldown_until - {_NOW}, epoch, cooldown_streak
 FROM llm_limits WHERE limit_key = :key
 """)  # noqa: S608
 
@@ -110,8 +110,8 @@ class SqlLimitState:
         row = await self._one(_COOLDOWN, key=key)
         if row is None:
             return CooldownState(0.0, 0)
-        left, epoch = row
-        return CooldownState(float(left), int(epoch))
+        left, epoch, streak = row
+        return CooldownState(float(left), int(epoch), int(streak))
 
     async def start_cooldown(
         self, key: str, seconds: float | None, policy: CooldownPolicy
