@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from bids_support import PRINCIPALS, token_entries
 from service_processes import BIN, Stack, clean_environment, free_port, running_stack
+from tls_support import make_pki
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -188,3 +189,48 @@ def test_watch_json_streams_events_until_the_end(stack: Stack) -> None:
     assert [e["execution_id"] for e in listed["executions"]] == [execution["execution_id"]]
     trail = ok_json(stack, "tasks", "events", task["task_id"])["events"]
     assert [e["new_status"] for e in trail] == ["TASK_STATUS_PROCESSING", "TASK_STATUS_COMPLETED"]
+
+
+def test_tls_options(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server = {
+        "BIDS_TLS_CERT_FILE": str(pki.server.cert),
+        "BIDS_TLS_KEY_FILE": str(pki.server.key),
+    }
+    execution = {
+        "EXECUTION_TLS_CERT_FILE": str(pki.server.cert),
+        "EXECUTION_TLS_KEY_FILE": str(pki.server.key),
+        "EXECUTION_BIDS_TLS_CA_FILE": str(pki.ca),
+    }
+    with running_stack(
+        tmp_path,
+        grace_s=2.0,
+        bids_settings=server,
+        execution_settings=execution,
+        root_certificates=pki.ca_pem,
+    ) as stack:
+        unknown = "00000000-0000-4000-8000-000000000000"
+        mutual = (
+            "--ca-file", str(pki.ca),
+            "--cert-file", str(pki.client.cert), "--key-file", str(pki.client.key),
+        )  # fmt: skip
+        # Trusting the CA (and presenting a client certificate): the call reaches bids.
+        found = marketctl(stack, *mutual, "bids", "get", unknown)
+        assert found.returncode == 4, found.stderr
+        assert "BID_NOT_FOUND" in found.stderr
+        # The same from the environment, and the execution service over TLS too.
+        env = {
+            "MARKETCTL_TLS_CA_FILE": str(pki.ca),
+            "MARKETCTL_TLS_CERT_FILE": str(pki.client.cert),
+            "MARKETCTL_TLS_KEY_FILE": str(pki.client.key),
+        }
+        listed = marketctl(stack, "--json", "executions", "list", **env)
+        assert listed.returncode == 0, listed.stderr
+        # Trusting another CA fails the handshake: unavailable; plaintext to a TLS port too.
+        for args in (("--ca-file", str(pki.other_ca)), ()):
+            refused = marketctl(stack, "--timeout", "5", *args, "bids", "get", unknown)
+            assert refused.returncode == 6, refused.stderr
+        # A certificate without its key is a usage error; nothing is sent.
+        half = marketctl(stack, "--cert-file", str(pki.client.cert), "bids", "get", unknown)
+        assert half.returncode == 2
+        assert "--cert-file and --key-file go together" in half.stderr
