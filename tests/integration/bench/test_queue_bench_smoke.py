@@ -22,9 +22,10 @@ async def test_the_execution_queue_processes_every_job_exactly_once(pg_url: str)
     assert result.jobs == 40
     assert 0 < result.process_rate < math.inf
     assert 0 < result.enqueue_rate < math.inf
-    # at least create, claim, decide and finish commit a transaction each
+    # create commits one transaction per job; decide and finish one each per job, and
+    # the claims (several jobs per claim) at least one more
     assert result.enqueue_xacts >= 40
-    assert result.process_xacts >= 3 * 40
+    assert result.process_xacts >= 2 * 40 + 1
     table = bench.report([result], 4)
     assert "40 no-op jobs, concurrency 4" in table
     row = table.splitlines()[-1].split()
