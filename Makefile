@@ -50,7 +50,9 @@ bench: bench-bids bench-execution bench-llm-limits
 bench-bids: $(DEV_STAMP)
 	$(BIN)/python bench/bids_bench.py
 
+## bench-execution: pacing at scale (attempt loop; execution path with an in-process fake BidService), smart vs blind retry sweep + PNG in var/bench/ (installs the bench extra)
 bench-execution: $(DEV_STAMP)
+	$(PIP_INSTALL) -e '.[dev,bench]'
 	$(BIN)/python bench/execution_bench.py
 
 ## bench-llm-limits: executions/s against a provider key limited to R rps, 1 and 2 replicas (PostgreSQL)

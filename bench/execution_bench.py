@@ -6,15 +6,17 @@
    p99 and max) and peak RSS of the process:
    a) the attempt loop alone: 1,000 concurrent AttemptRunner.run calls with
       the offline provider and an in-memory ``on_attempt``;
-   b) the real execution path: the executions are submitted QUEUED through an
-      API-only server, then one ``create_server`` with ``workers`` >= 1000
+   b) the execution path with an in-process fake BidService (see
+      execution_service_path.py): the executions are submitted QUEUED through
+      an API-only server, then one ``create_server`` with ``workers`` >= 1000
       (worker pool, SQLite or PostgreSQL store, the real BidService client
-      over real gRPC to an in-process fake BidService) claims and runs them:
-      StartTask, the paced offline call, the durable attempt, decide,
-      CompleteTask, finish. Wall time runs from the worker server's start to
-      the last execution terminal; the report splits each execution's time
-      into before the pacer (claim, StartTask, status writes), the pacing
-      wait, and after the call (attempt and outcome writes, CompleteTask).
+      over real gRPC, but to an in-process fake that answers at once, not to
+      the bids service) claims and runs them: StartTask, the paced offline
+      call, the durable attempt, decide, CompleteTask, finish. Wall time runs
+      from the worker server's start to the last execution terminal; the
+      report splits each execution's time into before the pacer (claim,
+      StartTask, status writes), the pacing wait, and after the call (attempt
+      and outcome writes, CompleteTask).
 2. Smart retry vs blind retry on one seeded fault mix: the same requests,
    the same faults, through AttemptRunner (the smart retry of docs/errors.md) and
    through a loop that retries every error up to the same max attempts.
@@ -28,13 +30,12 @@
    success; the raw figure alone would charge smart retry for its extra
    successes. The raw figure is printed next to it with its own yes/NO.
 
-Fault model (OfflineProvider): transient and rate-limited faults are drawn
-per call; a permanent fault sticks to its request (the same call fails
-again); a malformed answer sticks to its conversation (a temperature-0 model
-repeats itself; a re-ask with the validation errors is a new conversation).
-A sensitivity table shows how both figures depend on the share of permanent
-errors. Exits non-zero when a target is missed (1a, 1b's lag, and the
-per-success saving; 1b's ratio is reported, see its verdict line).
+The fault model is in execution_retry.py. A sweep of the permanent share
+(0 %, 10 %, 25 %, 50 %) prints each strategy's raw calls and successes side
+by side and writes them as a PNG plot (``--plot``; skipped, with a line
+saying so, when matplotlib is not installed: ``pip install -e '.[bench]'``).
+Exits non-zero when a target is missed (1a, 1b's lag, and the per-success
+saving; 1b's ratio is reported, see its verdict line).
 """
 
 from __future__ import annotations
@@ -46,27 +47,33 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from execution_retry import (
+    MAX_ATTEMPTS,
+    SCHEMA,
+    RetryResult,
+    fault_mix,
+    plot_sweep,
+    print_sweep,
+    run_blind,
+    run_smart,
+    saving,
+    sweep,
+)
 from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
-from marketplace_common.retrying import RetryPolicy, backoff_delay
+from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.output_validation import compile_schema, validate_output
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
-from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
+from marketplace_execution.llm.offline import OfflineProvider
 from prometheus_client import CollectorRegistry
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"summary": {"type": "string"}, "hours": {"type": "integer", "minimum": 1}},
-    "required": ["summary", "hours"],
-}
 RATIO_TARGET = 1.5
 LAG_P99_TARGET = 0.050
 SAVING_TARGET = 0.40
-MAX_ATTEMPTS = 4
 
 
 # --- 1. pacing at scale -------------------------------------------------------
@@ -132,92 +139,6 @@ async def bench_pacing(runs: int, delay: float) -> PacingResult:
     )
 
 
-# --- 2. smart vs blind retry -------------------------------------------------------
-
-
-class InstantClock:
-    """Virtual time: sleeps are added up, not waited (only call counts matter here)."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        await asyncio.sleep(0)
-
-
-@dataclass(frozen=True)
-class RetryResult:
-    calls: int
-    succeeded: int
-    waited: float
-
-    @property
-    def calls_per_success(self) -> float:
-        return self.calls / self.succeeded if self.succeeded else float("inf")
-
-
-def _requests(count: int) -> list[LLMRequest]:
-    return [
-        LLMRequest.from_prompt(f"Estimate job {i}: fix the login page", output_schema=SCHEMA)
-        for i in range(count)
-    ]
-
-
-def _policy() -> RetryPolicy:
-    return RetryPolicy(max_attempts=MAX_ATTEMPTS, max_llm_fixable_attempts=3, deadline=None)
-
-
-async def run_smart(faults: OfflineFaults, count: int) -> RetryResult:
-    provider, clock = OfflineProvider(faults), InstantClock()
-    runner = AttemptRunner(
-        provider,
-        Pacer(clock=clock),
-        _policy(),
-        clock=clock,
-        rng=random.Random(7),
-        metrics=PrometheusLLMMetrics(CollectorRegistry()),
-    )
-    succeeded = 0
-    for request in _requests(count):
-        succeeded += (await runner.run(request)).succeeded
-    return RetryResult(provider.calls, succeeded, clock.t)
-
-
-async def run_blind(faults: OfflineFaults, count: int) -> RetryResult:
-    """Retry every error, valid or not, up to MAX_ATTEMPTS, with the same backoff."""
-    provider, clock = OfflineProvider(faults), InstantClock()
-    rng, policy = random.Random(7), _policy()
-    validator = compile_schema(SCHEMA)
-    succeeded = 0
-    for request in _requests(count):
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                response = await provider.complete_async(request)
-                validate_output(response.text, validator)
-            except Exception:
-                if attempt < MAX_ATTEMPTS:
-                    await clock.sleep(backoff_delay(attempt, policy, rng))
-                continue
-            succeeded += 1
-            break
-    return RetryResult(provider.calls, succeeded, clock.t)
-
-
-def _mix(permanent: float) -> OfflineFaults:
-    return OfflineFaults(
-        transient=0.10, rate_limited=0.05, permanent=permanent, malformed=0.15, retry_after=1.0,
-        seed=2026,
-    )  # fmt: skip
-
-
-def saving(smart: RetryResult, blind: RetryResult) -> float:
-    return 1.0 - smart.calls_per_success / blind.calls_per_success
-
-
 # --- report -------------------------------------------------------------------
 
 
@@ -226,7 +147,8 @@ def _print_pacing(loop: PacingResult, path: ServicePathResult) -> bool:
         f"1) {loop.runs} executions, pacing delay {loop.delay:.1f} s (+/-10 %) each, "
         "offline provider, one process"
     )
-    print(f"   {'':<26}{'a) attempt loop':>18}{'b) execution path':>20}{'target':>9}")
+    head = f"{'a) attempt loop':>18}{'b) execution path, fake BidService':>36}"
+    print(f"   {'':<26}{head}{'target':>9}")
     ms = 1000
     rows = [
         ("wall time / delay", f"{loop.ratio:.3f}", f"{path.ratio:.3f}", "<= 1.5"),
@@ -242,7 +164,7 @@ def _print_pacing(loop: PacingResult, path: ServicePathResult) -> bool:
         ("succeeded", str(loop.succeeded), str(path.succeeded), ""),
     ]
     for name, a, b, target in rows:
-        print(f"   {name:<26}{a:>18}{b:>20}{target:>9}")
+        print(f"   {name:<26}{a:>18}{b:>36}{target:>9}")
     ok_loop = loop.ratio <= RATIO_TARGET and loop.lag_p99 <= LAG_P99_TARGET
     ok_path = path.ratio <= RATIO_TARGET
     print(f"   a) <= 1.5 and lag: {_ok(ok_loop)};  b) <= 1.5: {_ok(ok_path)}, lag: "
@@ -298,20 +220,6 @@ def _print_retry(smart: RetryResult, blind: RetryResult, count: int) -> bool:
     return ok
 
 
-async def _sensitivity(count: int) -> None:
-    print("\n   sensitivity to the permanent share (other rates as above):")
-    head = f"{'permanent':>11}{'blind calls/success':>22}{'smart calls/success':>22}"
-    print(f"   {head}{'saved/success':>15}{'saved raw':>11}")
-    for share in (0.0, 0.05, 0.15, 0.25):
-        smart = await run_smart(_mix(share), count)
-        blind = await run_blind(_mix(share), count)
-        raw = 1.0 - smart.calls / blind.calls
-        print(
-            f"   {share:>11.0%}{blind.calls_per_success:>22.3f}"
-            f"{smart.calls_per_success:>22.3f}{saving(smart, blind):>15.1%}{raw:>11.1%}"
-        )
-
-
 def _ok(flag: bool) -> str:
     return "yes" if flag else "NO"
 
@@ -326,15 +234,26 @@ async def main(argv: list[str] | None = None) -> int:
         default=None,
         help="store of 1b (default: a SQLite file in a temporary directory)",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("var/bench/retry_sweep.png"),
+        help="PNG of the smart vs blind retry sweep (written when matplotlib is installed)",
+    )
     args = parser.parse_args(argv)
     configure_logging("ERROR")  # one line per attempt would measure the terminal
     loop = await bench_pacing(args.runs, args.delay)
     path = await bench_service_path(args.runs, args.delay, args.database_url, _lag_probe)
     pacing_ok = _print_pacing(loop, path)
-    smart = await run_smart(_mix(0.15), args.requests)
-    blind = await run_blind(_mix(0.15), args.requests)
+    smart = await run_smart(fault_mix(0.15), args.requests)
+    blind = await run_blind(fault_mix(0.15), args.requests)
     retry_ok = _print_retry(smart, blind, args.requests)
-    await _sensitivity(args.requests)
+    rows = await sweep(args.requests)
+    print_sweep(rows, args.requests)
+    if plot_sweep(rows, args.requests, args.plot):
+        print(f"   plot written: {args.plot}")
+    else:
+        print("   plot skipped: matplotlib is not installed (pip install -e '.[bench]')")
     return 0 if pacing_ok and retry_ok else 1
 
 

@@ -1,11 +1,15 @@
-"""Benchmark 1b of execution_bench.py: paced executions through the real execution path.
+"""Benchmark 1b of execution_bench.py: the execution path with an in-process fake BidService.
 
 An API-only execution server (``workers=0``) takes the SubmitExecution calls,
 so the executions wait QUEUED; then a second server on the same database with
 ``workers`` >= the number of executions starts, and the clock runs from its
-start until the last execution is terminal. Everything is real but the LLM
-(the offline provider) and BidService (an in-process fake on a real gRPC
-port, reached through the service's own client and channel).
+start until the last execution is terminal. The execution service is real
+(its servers, worker pool, store and BidService client over real gRPC); the
+LLM is the offline provider and BidService is NOT the bids service: it is
+``BenchBidService`` below, an in-process fake on a real gRPC port that
+answers every call at once without a database. This row therefore leaves
+out the bids service's own cost of StartTask and CompleteTask; it is not the
+full path of the two services.
 """
 
 from __future__ import annotations
@@ -206,7 +210,8 @@ async def bench_service_path(
         succeeded=sum(e.status is ExecutionStatus.SUCCEEDED for e in executions),
         describe=(
             f"{backend} store (engine pool 20 + 10 overflow), workers {max(runs, 1000)}, "
-            f"lease {LEASE_SECONDS:.0f} s, fake BidService over gRPC"
+            f"lease {LEASE_SECONDS:.0f} s, "
+            "in-process fake BidService over gRPC (not the bids service)"
         ),
         resumed=sum(
             1
