@@ -139,6 +139,8 @@ class IdempotencyRow(Base):
     """One use of an idempotency key: the request's fingerprint and the response given."""
 
     __tablename__ = "idempotency_keys"
+    # Retention deletes the oldest records in batches (storage/retention.py).
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     scope: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
@@ -151,7 +153,10 @@ class DeliveryTokenRow(Base):
     """A delivery token: only the SHA-256 of the secret is stored."""
 
     __tablename__ = "delivery_tokens"
-    __table_args__ = (Index("ix_delivery_tokens_task_id", "task_id"),)
+    __table_args__ = (
+        Index("ix_delivery_tokens_task_id", "task_id"),
+        Index("ix_delivery_tokens_expires_at", "expires_at"),  # retention's batches
+    )
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(UUID_LEN), ForeignKey("tasks.task_id"))
