@@ -11,7 +11,7 @@ from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
 from marketplace_execution.domain.models import AttemptView, Usage
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
-from marketplace_execution.llm.base import LLMRequest, LLMUsage
+from marketplace_execution.llm.base import LLMRequest
 
 
 def attempt_view(attempt: LLMAttempt) -> AttemptView:
@@ -33,21 +33,6 @@ def attempt_view(attempt: LLMAttempt) -> AttemptView:
         completion_tokens=0 if attempt.usage is None else attempt.usage.completion_tokens,
         cost_nanos=attempt.cost_nanos,
     )
-
-
-def _with_success_usage(
-    attempts: tuple[AttemptView, ...], usage: LLMUsage | None
-) -> tuple[AttemptView, ...]:
-    """The attempts, the successful (last) one carrying the provider's reported usage
-    when no attempt carries any yet (Complete's token quota charges it)."""
-    if usage is None or not attempts:
-        return attempts
-    if any(a.prompt_tokens or a.completion_tokens for a in attempts):
-        return attempts
-    last = replace(
-        attempts[-1], prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
-    )
-    return (*attempts[:-1], last)
 
 
 class AttemptLoopJobRunner:
@@ -82,9 +67,7 @@ class AttemptLoopJobRunner:
             text=outcome.text,
             model=outcome.model or job.model,
             error=outcome.error,
-            attempts=_with_success_usage(
-                tuple(attempt_view(r) for r in outcome.attempts), outcome.usage
-            ),
+            attempts=tuple(attempt_view(r) for r in outcome.attempts),
         )
 
     def _policy_for(self, job: JobSpec) -> RetryPolicy:

@@ -5,7 +5,7 @@ connection within the pool's checkout timeout, a dropped connection) used to end
 the run and leave the execution to be resumed only when its lease expired, a
 whole ``lease_seconds`` later. Retrying here, with a short full-jitter backoff,
 keeps the run going while the worker still holds the lease: the heartbeat renews
-it meanwhile, every write is fenced on the lease owner (a lease taken over gives
+it meanwhile, every write is fenced on the lease (owner and claim epoch: a lease taken over gives
 LeaseLostError, not a retry), and a lost lease or a stopping pool cancels the
 wait. After ``budget_seconds`` of failures the last error is raised and the
 lease lapses as before.
