@@ -65,8 +65,8 @@ from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
 from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
-from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineProvider
 from prometheus_client import CollectorRegistry

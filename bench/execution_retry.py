@@ -22,9 +22,9 @@ from pathlib import Path
 
 from marketplace_common.retrying import RetryPolicy, backoff_delay
 from marketplace_execution.domain.attempt_loop import AttemptRunner
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.output_validation import compile_schema, validate_output
 from marketplace_execution.domain.pacing import Pacer
-from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 from prometheus_client import CollectorRegistry

@@ -15,7 +15,7 @@ import structlog
 from marketplace_common.errors import ErrorType
 from marketplace_common.retrying import DelaySource, RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
-from marketplace_execution.llm.base import LLMRequest
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 from prometheus_client import CollectorRegistry

@@ -15,7 +15,7 @@ from marketplace_common.classify import (
     server_directed_delay,
 )
 from marketplace_common.errors import AgentError, ErrorType
-from marketplace_execution.llm.base import LLMRequest
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from marketplace_common.errors import (
 )
 from marketplace_common.retrying import DelaySource, RetryPolicy, SystemClock
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
+from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from prometheus_client import CollectorRegistry
 

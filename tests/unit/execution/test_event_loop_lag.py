@@ -7,8 +7,8 @@ import time
 
 from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
-from marketplace_execution.llm.base import LLMRequest
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 
 PROBE_INTERVAL = 0.005

@@ -13,7 +13,7 @@ from marketplace_common.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from marketplace_execution.llm.base import ChatMessage, LLMRequest
+from marketplace_execution.domain.llm import ChatMessage, LLMRequest
 from marketplace_execution.llm.offline import (
     OFFLINE_MODEL,
     OfflineFaults,

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse
+from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse
 from marketplace_execution.llm.offline import OfflineProvider
 
 

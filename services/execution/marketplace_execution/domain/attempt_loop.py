@@ -81,6 +81,7 @@ from marketplace_execution.domain.limits import (
     PermitDeadlineError,
     ProviderLimiter,
 )
+from marketplace_execution.domain.llm import ChatMessage, LLMProvider, LLMRequest, LLMUsage
 from marketplace_execution.domain.llm_attempts import (
     LLMAttempt,
     LLMOutcome,
@@ -96,7 +97,6 @@ from marketplace_execution.domain.output_validation import (
 from marketplace_execution.domain.pacing import Pacer
 from marketplace_execution.domain.pricing import BudgetExhaustedError, usd
 from marketplace_execution.domain.provider_calls import CallResult, LLMControls, ProviderCalls
-from marketplace_execution.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMUsage
 
 __all__ = ["MAX_RATE_LIMITED", "AttemptRunner", "LLMAttempt", "LLMOutcome", "OnAttempt"]
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 from marketplace_common.retrying import RetryPolicy
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
+from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.models import AttemptView, Usage
 from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
-from marketplace_execution.llm.base import LLMRequest
 
 
 def attempt_view(attempt: LLMAttempt) -> AttemptView:

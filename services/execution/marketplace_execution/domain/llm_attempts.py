@@ -11,7 +11,7 @@ from marketplace_common import tracing
 from marketplace_common.errors import AgentError, ErrorType
 from marketplace_common.retrying import AttemptRecord
 
-from marketplace_execution.llm.base import LLMUsage
+from marketplace_execution.domain.llm import LLMUsage
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,10 @@ from marketplace_execution.domain.limits import (
     ProviderLimiter,
     estimate_tokens,
 )
+from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse, LLMUsage
 from marketplace_execution.domain.llm_metrics import LLMMetrics
 from marketplace_execution.domain.pricing import Prices, usd
 from marketplace_execution.domain.retry_budget import RetryBudget
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse, LLMUsage
 
 
 @dataclass(frozen=True, slots=True)

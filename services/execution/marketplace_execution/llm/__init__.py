@@ -1,1 +1,2 @@
-"""LLM providers: the interface (base), the offline default and any OpenAI-compatible endpoint."""
+"""LLM providers (the port is ``domain.llm``): the offline default and any OpenAI-compatible
+endpoint."""

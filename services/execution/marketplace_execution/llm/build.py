@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.jobs import AttemptLoopJobRunner
+from marketplace_execution.domain.llm import LLMProvider
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
-from marketplace_execution.llm.base import LLMProvider
 from marketplace_execution.llm.controls import build_controls
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OFFLINE_MODEL, OfflineFaults, OfflineProvider

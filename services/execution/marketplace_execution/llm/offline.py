@@ -34,7 +34,7 @@ from typing import Any
 
 from marketplace_common.errors import InvalidArgumentError, RateLimitedError, UnavailableError
 
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse, LLMUsage
+from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse, LLMUsage
 
 OFFLINE_MODEL = "offline-echo-1"
 _MALFORMED_ANSWERS = ('{"answer": "truncated', "null")

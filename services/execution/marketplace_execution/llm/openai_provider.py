@@ -22,7 +22,7 @@ from marketplace_common.errors import AgentError, FailedPreconditionError, Unava
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 
-from marketplace_execution.llm.base import LLMProvider, LLMRequest, LLMResponse, LLMUsage
+from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse, LLMUsage
 
 _MODEL_ERROR_CODES = frozenset({"model_not_found", "context_length_exceeded"})
 _PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama) ignore the key; the client wants one

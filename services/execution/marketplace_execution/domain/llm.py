@@ -1,4 +1,5 @@
-"""The provider interface every LLM backend implements.
+"""The LLM provider port: the conversation, the answer, the usage, and the
+interface every backend in ``marketplace_execution.llm`` implements.
 
 A provider does one call and nothing more: it never retries and never sleeps.
 The attempt loop (``marketplace_execution.domain.attempt_loop``) decides what
