@@ -23,6 +23,7 @@ from marketplace_bids.domain.idempotency import (
     PLACE_BID_SCOPE,
     IdempotencyKey,
     fingerprint,
+    model_codec,
 )
 from marketplace_bids.domain.models import Bid, BidEvent, BidTransition, Page, Task
 from marketplace_bids.domain.ports import (
@@ -71,7 +72,7 @@ class BidService:
         """Place a PENDING bid; a repeat of request_id returns the first result."""
         access.require_agent(principal, "place a bid", req.agent_id)
         fp = fingerprint("PlaceBid", principal, req)
-        key = IdempotencyKey(PLACE_BID_SCOPE, req.request_id, fp, Bid, "request_id")
+        key = IdempotencyKey(PLACE_BID_SCOPE, req.request_id, fp, model_codec(Bid), "request_id")
 
         async def work(repos: Repositories) -> Bid:
             first = await key.replay(repos)
@@ -192,7 +193,7 @@ class BidService:
 
     async def _transition(self, principal: Principal, step: _Transition) -> BidTransition:
         fp = fingerprint(step.method, principal, step.request)
-        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, BidTransition, "event_id")
+        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, model_codec(BidTransition), "event_id")
 
         async def work(repos: Repositories) -> tuple[BidTransition, BidStatus | None]:
             bid = await repos.bids.get(step.bid_id, lock=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from marketplace_common.idempotency import DuplicateKeyError as DuplicateKeyError
+from marketplace_common.idempotency import IdempotencyRepository
 from marketplace_common.paging import PageCursor
 
 from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task, TaskEvent
@@ -22,18 +24,6 @@ T = TypeVar("T")
 
 #: The logical name of the one-PENDING-bid-per-(marketplace, job, agent) uniqueness rule.
 PENDING_BID_KEY = "uq_bids_one_pending_per_job_agent"
-
-
-class DuplicateKeyError(Exception):
-    """A write hit a uniqueness rule (raised by :meth:`Repositories.savepoint`).
-
-    ``key`` is the name of the violated constraint or index. Not an AgentError:
-    the service decides what it means (a replay, BID_ALREADY_ACTIVE, ...).
-    """
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key: {key}")
-        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +44,6 @@ class BidFilter:
     job_id: str | None = None
     agent_id: str | None = None
     status: BidStatus | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """An idempotency record: the request's fingerprint and the response given."""
-
-    fingerprint: str
-    response: bytes
 
 
 class TaskRepository(Protocol):
@@ -89,11 +71,6 @@ class BidEventRepository(Protocol):
 class TaskEventRepository(Protocol):
     async def add(self, event: TaskEvent) -> None: ...
     async def list(self, task_id: str, after: PageCursor | None, limit: int) -> list[TaskEvent]: ...
-
-
-class IdempotencyRepository(Protocol):
-    async def get(self, scope: str, key: str) -> StoredResponse | None: ...
-    async def add(self, scope: str, key: str, record: StoredResponse) -> None: ...
 
 
 class DeliveryTokenRepository(Protocol):

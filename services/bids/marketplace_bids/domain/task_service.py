@@ -23,6 +23,7 @@ from marketplace_bids.domain.idempotency import (
     EVENT_SCOPE,
     IdempotencyKey,
     fingerprint,
+    model_codec,
 )
 from marketplace_bids.domain.models import Page, Task, TaskEvent
 from marketplace_bids.domain.ports import Repositories, TaskFilter, UnitOfWork
@@ -73,7 +74,7 @@ class TaskService:
         """Create a PENDING task directly; a repeat of request_id returns the first result."""
         access.require_client(principal, "create a task", req.client_email)
         fp = fingerprint("CreateTask", principal, req)
-        key = IdempotencyKey(CREATE_TASK_SCOPE, req.request_id, fp, Task, "request_id")
+        key = IdempotencyKey(CREATE_TASK_SCOPE, req.request_id, fp, model_codec(Task), "request_id")
 
         async def work(repos: Repositories) -> Task:
             first = await key.replay(repos)
@@ -186,7 +187,7 @@ class TaskService:
     async def _transition(self, principal: Principal, step: _Step) -> Task:
         access.require_roles(principal, f"call {step.method}", Role.SERVICE)
         fp = fingerprint(step.method, principal, step.request)
-        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, Task, "event_id")
+        key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, model_codec(Task), "event_id")
 
         async def work(repos: Repositories) -> tuple[Task, TaskStatus | None]:
             task = await repos.tasks.get(step.task_id, lock=True)

@@ -6,12 +6,13 @@ opened. Lists are keyset-paginated on ``(created_at, id)``, never OFFSET.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
 from marketplace_common.errors import ErrorType
+from marketplace_common.idempotency_sql import SqlIdempotencyRepository
+from marketplace_common.idempotency_sql import savepoint as kit_savepoint
 from marketplace_common.paging import PageCursor
 from sqlalchemy import (
     ColumnElement,
@@ -25,15 +26,12 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task
 from marketplace_bids.domain.ports import (
     PENDING_BID_KEY,
     BidFilter,
-    DuplicateKeyError,
-    StoredResponse,
     TaskFilter,
 )
 from marketplace_bids.domain.values import BidStatus, Money, TaskStatus
@@ -225,9 +223,6 @@ _BID_UPDATE = (
     .where(_BIDS.c.bid_id == bindparam("w_bid_id"))
     .values(status=bindparam("v_status"), updated_at=bindparam("v_updated_at"))
 )
-_KEY_GET = select(IdempotencyRow.fingerprint, IdempotencyRow.response).where(
-    IdempotencyRow.scope == bindparam("scope"), IdempotencyRow.key == bindparam("key")
-)
 _TOKEN_GET = select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == bindparam("token_hash"))
 
 
@@ -331,24 +326,9 @@ class SqlBidEventRepository(_Repository):
         return [_event(r) for r in await self._execute(stmt)]
 
 
-class SqlIdempotencyRepository(_Repository):
-    def __init__(self, session: AsyncSession, now: datetime) -> None:
-        super().__init__(session)
-        self._now = now
-
-    async def get(self, scope: str, key: str) -> StoredResponse | None:
-        row = (await self._execute(_KEY_GET, {"scope": scope, "key": key})).one_or_none()
-        return None if row is None else StoredResponse(row.fingerprint, bytes(row.response))
-
-    async def add(self, scope: str, key: str, record: StoredResponse) -> None:
-        values = {
-            "scope": scope,
-            "key": key,
-            "fingerprint": record.fingerprint,
-            "response": record.response,
-            "created_at": self._now,
-        }
-        await self._execute(insert(_KEYS), values)
+def idempotency_records(session: AsyncSession, now: datetime) -> SqlIdempotencyRepository:
+    """The kit's idempotency records, on the transaction's connection like the others."""
+    return SqlIdempotencyRepository(_KEYS, _Repository(session)._execute, now)
 
 
 class SqlDeliveryTokenRepository(_Repository):
@@ -377,36 +357,10 @@ class SqlDeliveryTokenRepository(_Repository):
         return bool((await self._execute(stmt)).rowcount)
 
 
-def _unique_key(exc: IntegrityError) -> str | None:
-    """The violated unique constraint's name, or None when it is not a unique violation."""
-    chain: list[BaseException] = []
-    err: BaseException | None = exc.orig
-    while err is not None and len(chain) < 4:
-        chain.append(err)
-        err = err.__cause__
-    if any(getattr(e, "sqlstate", None) == "23505" for e in chain):
-        names = [getattr(e, "constraint_name", None) for e in chain]
-        return next((str(n) for n in names if n), "unique")
-    text = str(exc.orig)
-    if "UNIQUE constraint failed" in text:
-        # SQLite names columns, not constraints; bids has one unique rule besides its key.
-        if "bids.marketplace" in text:
-            return PENDING_BID_KEY
-        return text.split(":", 1)[1].strip()
-    return None
+# SQLite names columns, not constraints; bids has one unique rule besides its keys.
+_SQLITE_UNIQUE_NAMES = {"bids.marketplace": PENDING_BID_KEY}
 
 
-@asynccontextmanager
-async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+def savepoint(session: AsyncSession) -> AbstractAsyncContextManager[None]:
     """A nested transaction; a unique violation rolls it back and becomes DuplicateKeyError."""
-    try:
-        async with session.begin_nested():
-            # The repositories write through the connection, not the session:
-            # procure it here so the SAVEPOINT is emitted before their statements.
-            await session.connection()
-            yield
-    except IntegrityError as exc:
-        key = _unique_key(exc)
-        if key is None:
-            raise
-        raise DuplicateKeyError(key) from None
+    return kit_savepoint(session, _SQLITE_UNIQUE_NAMES)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from marketplace_common.db_types import UtcDateTime
+from marketplace_common.idempotency_sql import add_idempotency_table
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Text,
@@ -136,17 +136,19 @@ class TaskEventRow(Base):
 
 
 class IdempotencyRow(Base):
-    """One use of an idempotency key: the request's fingerprint and the response given."""
+    """One use of an idempotency key: the request's fingerprint and the response given.
 
-    __tablename__ = "idempotency_keys"
-    # Retention deletes the oldest records in batches (storage/retention.py).
-    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+    The kit's table (``marketplace_common.idempotency_sql``), the same in both
+    services; retention deletes the oldest records in batches (storage/retention.py).
+    """
 
-    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    response: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    __table__ = add_idempotency_table(Base.metadata)
+
+    scope: Mapped[str]
+    key: Mapped[str]
+    fingerprint: Mapped[str]
+    response: Mapped[bytes]
+    created_at: Mapped[datetime]
 
 
 class DeliveryTokenRow(Base):

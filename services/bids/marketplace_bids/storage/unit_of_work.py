@@ -16,8 +16,8 @@ from marketplace_bids.storage.repositories import (
     SqlBidEventRepository,
     SqlBidRepository,
     SqlDeliveryTokenRepository,
-    SqlIdempotencyRepository,
     SqlTaskRepository,
+    idempotency_records,
     savepoint,
 )
 from marketplace_bids.storage.task_events import SqlTaskEventRepository
@@ -34,7 +34,7 @@ class SqlRepositories:
         self.bids = SqlBidRepository(session)
         self.bid_events = SqlBidEventRepository(session)
         self.task_events = SqlTaskEventRepository(session)
-        self.idempotency = SqlIdempotencyRepository(session, datetime.now(UTC))
+        self.idempotency = idempotency_records(session, datetime.now(UTC))
         self.delivery_tokens = SqlDeliveryTokenRepository(session)
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
