@@ -12,6 +12,7 @@ from marketplace_common.auth import (
     as_principal,
     bearer_token,
     check_bind_allowed,
+    check_role,
     current_principal,
     hash_token,
     is_loopback_host,
@@ -156,6 +157,34 @@ def test_require_role_refuses_other_role() -> None:
 def test_require_role_lets_admin_through() -> None:
     with as_principal(LOCAL_DEV_PRINCIPAL):
         assert require_role(Role.SERVICE) is LOCAL_DEV_PRINCIPAL
+
+
+def test_check_role_names_the_action_and_the_roles_that_may() -> None:
+    check_role(Principal(Role.AGENT, "a1"), "submit", Role.AGENT)
+    check_role(LOCAL_DEV_PRINCIPAL, "submit", Role.AGENT)
+    with pytest.raises(PermissionDeniedError) as refused:
+        check_role(Principal(Role.CLIENT, "c@example.com"), "submit", Role.AGENT, Role.SERVICE)
+    assert refused.value.message == "role 'client' may not submit (needs agent, service or admin)"
+    assert refused.value.reason == "PERMISSION_DENIED"
+
+
+def test_both_services_refuse_a_role_with_the_kits_check_and_error() -> None:
+    from marketplace_bids.domain import access as bids_access
+    from marketplace_execution.domain import access as execution_access
+
+    assert bids_access.check_role is execution_access.check_role is check_role
+    client = Principal(Role.CLIENT, "c@example.com")
+    with pytest.raises(PermissionDeniedError) as by_bids:
+        bids_access.task_list_scope(Principal(Role.AGENT, "a1"), None)
+    with pytest.raises(PermissionDeniedError) as by_execution:
+        execution_access.require_submitter_role(client)
+    assert type(by_bids.value) is type(by_execution.value) is PermissionDeniedError
+    assert (
+        by_bids.value.message == "role 'agent' may not list tasks (needs client, service or admin)"
+    )
+    assert by_execution.value.message == (
+        "role 'client' may not submit executions (needs agent, service or admin)"
+    )
 
 
 def test_new_token_command_prints_token_and_matching_entry(

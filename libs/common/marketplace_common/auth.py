@@ -268,19 +268,29 @@ def as_principal(principal: Principal) -> Iterator[Principal]:
         _principal.reset(token)
 
 
+def check_role(principal: Principal, action: str, *roles: Role) -> None:
+    """PERMISSION_DENIED unless ``principal`` is admin or has one of ``roles``.
+
+    The role check of both services (``domain/access.py``), with one message:
+    ``role 'client' may not <action> (needs agent, service or admin)``. Only for
+    refusals that depend on the role alone: they reveal nothing about any
+    stored resource (ownership refusals are each service's own rules).
+    """
+    if principal.role is Role.ADMIN or principal.role in roles:
+        return
+    allowed = " or ".join(filter(None, (", ".join(r.value for r in roles), "admin")))
+    raise PermissionDeniedError(f"role {principal.role.value!r} may not {action} (needs {allowed})")
+
+
 def require_role(*roles: Role) -> Principal:
-    """Return the current principal if its role is one of ``roles``.
+    """Return the current principal if its role is one of ``roles`` (``check_role``).
 
     ADMIN passes every check. Raises PermissionDeniedError otherwise (and
     UnauthenticatedError when there is no caller at all).
     """
     principal = current_principal()
-    if principal.role is Role.ADMIN or principal.role in roles:
-        return principal
-    allowed = ", ".join(r.value for r in roles) or "none"
-    raise PermissionDeniedError(
-        f"role {principal.role.value!r} may not call this (needs {allowed})"
-    )
+    check_role(principal, "call this", *roles)
+    return principal
 
 
 # --- command line ------------------------------------------------------------------

@@ -13,16 +13,18 @@
   like an unknown one (no oracle).
 
 A refusal that depends only on the caller and its request (its role, the
-client_email or agent_id it names) is PERMISSION_DENIED. A refusal that depends
-on who owns a stored task or bid is the NOT_FOUND of an unknown id (same
-reason, message and metadata), so nothing tells a stranger that another
-principal's task or bid exists, nor whose it is.
+client_email or agent_id it names) is PERMISSION_DENIED; a refusal by role
+alone is the kit's ``check_role``, the same check and error as in the execution
+service. A refusal that depends on who owns a stored task or bid is the
+NOT_FOUND of an unknown id (same reason, message and metadata), so nothing
+tells a stranger that another principal's task or bid exists, nor whose it is.
 """
 
 from __future__ import annotations
 
 from marketplace_common.auth import Principal, Role
 from marketplace_common.auth import actor_name as actor_name
+from marketplace_common.auth import check_role as check_role
 
 from marketplace_bids.domain.errors import BidNotFoundError, NotOwnerError, TaskNotFoundError
 from marketplace_bids.domain.models import Bid, Task
@@ -30,12 +32,6 @@ from marketplace_bids.domain.models import Bid, Task
 
 def _same_email(principal: Principal, email: str) -> bool:
     return principal.subject.strip().lower() == email.lower()
-
-
-def require_roles(principal: Principal, action: str, *roles: Role) -> None:
-    """PermissionDenied unless the principal is admin or has one of ``roles``."""
-    if principal.role is not Role.ADMIN and principal.role not in roles:
-        raise NotOwnerError(action, f"as {principal.role.value}")
 
 
 def require_client(principal: Principal, action: str, client_email: str) -> None:
@@ -105,22 +101,20 @@ def task_list_scope(principal: Principal, client_email: str | None) -> str | Non
     A client is pinned to its own tasks (empty filter = its own); asking for
     another client's is PermissionDenied.
     """
-    if principal.role in (Role.ADMIN, Role.SERVICE):
+    check_role(principal, "list tasks", Role.CLIENT, Role.SERVICE)
+    if principal.role is not Role.CLIENT:
         return client_email
-    if principal.role is Role.CLIENT:
-        own = principal.subject.strip().lower()
-        if client_email is not None and client_email != own:
-            raise NotOwnerError("list tasks", f"of client {client_email}")
-        return own
-    raise NotOwnerError("list tasks", f"as {principal.role.value}")
+    own = principal.subject.strip().lower()
+    if client_email is not None and client_email != own:
+        raise NotOwnerError("list tasks", f"of client {client_email}")
+    return own
 
 
 def bid_list_scope(principal: Principal, agent_id: str | None) -> str | None:
     """The agent_id filter a ListBids call really runs with (agents see their own)."""
-    if principal.role in (Role.ADMIN, Role.CLIENT):
+    check_role(principal, "list bids", Role.CLIENT, Role.AGENT)
+    if principal.role is not Role.AGENT:
         return agent_id
-    if principal.role is Role.AGENT:
-        if agent_id is not None and agent_id != principal.subject:
-            raise NotOwnerError("list bids", f"of agent {agent_id}")
-        return principal.subject
-    raise NotOwnerError("list bids", f"as {principal.role.value}")
+    if agent_id is not None and agent_id != principal.subject:
+        raise NotOwnerError("list bids", f"of agent {agent_id}")
+    return principal.subject

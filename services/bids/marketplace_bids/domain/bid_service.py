@@ -177,7 +177,7 @@ class BidService:
 
     async def reject_bid(self, principal: Principal, req: RejectBidRequest) -> BidTransition:
         """PENDING -> REJECTED, by a client or an admin."""
-        access.require_roles(principal, "reject bids", Role.CLIENT)
+        access.check_role(principal, "reject bids", Role.CLIENT)
         step = _Transition(
             "RejectBid", req.bid_id, req.event_id, BidStatus.REJECTED, req.reason, req
         )

@@ -185,7 +185,7 @@ class TaskService:
         return await self._transition(principal, step)
 
     async def _transition(self, principal: Principal, step: _Step) -> Task:
-        access.require_roles(principal, f"call {step.method}", Role.SERVICE)
+        access.check_role(principal, f"call {step.method}", Role.SERVICE)
         fp = fingerprint(step.method, principal, step.request)
         key = IdempotencyKey(EVENT_SCOPE, step.event_id, fp, model_codec(Task), "event_id")
 

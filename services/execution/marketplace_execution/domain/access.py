@@ -30,9 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketplace_common.auth import Principal, Role
+from marketplace_common.auth import Principal, Role, check_role
 from marketplace_common.auth import actor_name as actor_name
-from marketplace_common.errors import PermissionDeniedError
 
 from marketplace_execution.domain.errors import ExecutionNotFoundError, TaskNotFoundError
 from marketplace_execution.domain.models import Execution, TaskInfo
@@ -43,27 +42,14 @@ def normalized_email(email: str) -> str:
     return email.strip().lower()
 
 
-def require_roles(principal: Principal, action: str, *roles: Role) -> None:
-    """PERMISSION_DENIED unless the principal is admin or has one of ``roles``.
-
-    Only for refusals that depend on the role alone (they reveal nothing about
-    any task or execution).
-    """
-    if principal.role is not Role.ADMIN and principal.role not in roles:
-        allowed = ", ".join(r.value for r in roles)
-        raise PermissionDeniedError(
-            f"role {principal.role.value!r} may not {action} (needs {allowed} or admin)"
-        )
-
-
 def require_submitter_role(principal: Principal) -> None:
     """SubmitExecution is for agents, services and admin."""
-    require_roles(principal, "submit executions", Role.AGENT, Role.SERVICE)
+    check_role(principal, "submit executions", Role.AGENT, Role.SERVICE)
 
 
 def require_complete_role(principal: Principal) -> None:
     """Complete is for agents, services and admin."""
-    require_roles(principal, "call Complete", Role.AGENT, Role.SERVICE)
+    check_role(principal, "call Complete", Role.AGENT, Role.SERVICE)
 
 
 def check_can_submit(principal: Principal, task: TaskInfo) -> None:
