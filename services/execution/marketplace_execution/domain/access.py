@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketplace_common.auth import Principal, Role, check_role
+from marketplace_common.auth import Principal, Role
 from marketplace_common.auth import actor_name as actor_name
+from marketplace_common.auth import check_role as check_role
 
 from marketplace_execution.domain.errors import ExecutionNotFoundError, TaskNotFoundError
 from marketplace_execution.domain.models import Execution, TaskInfo
