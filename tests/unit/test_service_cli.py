@@ -47,3 +47,26 @@ def test_migrate_creates_the_database_and_exits_0(
     monkeypatch.setenv("EXECUTION_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     assert execution_cli.main(["migrate"]) == 0
     assert (tmp_path / "e.db").exists()
+
+
+@pytest.mark.parametrize("count", ["0", "65", "two"])
+def test_workers_out_of_range_is_a_usage_error(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        bids_cli.main(["serve", "--workers", count])
+    assert info.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_workers_flag_overrides_the_processes_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PROCESSES=1 in the environment, --workers 2 on the command line: the flag wins,
+    # and two processes on SQLite are refused before anything is opened.
+    monkeypatch.setenv("EXECUTION_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    monkeypatch.setenv("EXECUTION_PROCESSES", "1")
+    monkeypatch.setenv("EXECUTION_GRPC_PORT", "0")
+    assert execution_cli.main(["serve", "--workers", "2"]) == 2
+    assert "2 server processes need PostgreSQL" in capsys.readouterr().err
+    assert not (tmp_path / "e.db").exists()

@@ -84,3 +84,24 @@ def test_log_summary_redacts_secrets() -> None:
 
 def test_redact_url_keeps_urls_without_password() -> None:
     assert redact_url("sqlite+aiosqlite:///./var/bids.db") == "sqlite+aiosqlite:///./var/bids.db"
+
+
+def test_port_sharing_only_among_the_processes_of_one_serve() -> None:
+    from marketplace_bids.settings import BidsSettings
+    from marketplace_common.server import server_options
+
+    assert ("grpc.so_reuseport", 0) in server_options(BidsSettings())
+    assert ("grpc.so_reuseport", 1) in server_options(BidsSettings(processes=2))
+
+
+def test_processes_comes_from_the_environment_and_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marketplace_execution.settings import ExecutionSettings
+
+    monkeypatch.setenv("EXECUTION_PROCESSES", "4")
+    assert ExecutionSettings().processes == 4
+    assert ExecutionSettings().workers == 16  # the worker pool per process, unrelated
+    monkeypatch.setenv("EXECUTION_PROCESSES", "0")
+    with pytest.raises(ValidationError):
+        ExecutionSettings()

@@ -5,6 +5,8 @@
 * Fields bound with :func:`structlog.contextvars.bind_contextvars` (the server
   binds ``request_id`` and ``method`` per RPC) appear on every line, and so do
   ``trace_id`` and ``span_id`` while a span is active (tracing on).
+* Fields bound with :func:`bind_process_fields` appear on every line of the
+  process (one of several server processes logs its ``worker`` index and ``pid``).
 * ISO-8601 UTC timestamps, a level filter, and stdlib ``logging`` (grpc,
   SQLAlchemy, alembic, ...) rendered through the same pipeline.
 * Secrets never reach the output: values under keys such as ``authorization``,
@@ -48,6 +50,7 @@ _PUBLIC_SUFFIXES = ("page_token",)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
 _HANDLER_MARK = "_marketplace_handler"
 _NAME_FIELD = "logger_name"
+_PROCESS_FIELDS: dict[str, Any] = {}
 
 
 def is_secret_key(key: str) -> bool:
@@ -85,10 +88,23 @@ def _name_field(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> 
     return event_dict
 
 
+def bind_process_fields(**fields: Any) -> None:
+    """Add ``fields`` to every line this process logs from now on (e.g. ``worker=1,
+    pid=...`` in one of several server processes); a line's own field wins."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _process_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    for key, value in _PROCESS_FIELDS.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
         _name_field,
         structlog.contextvars.merge_contextvars,
+        _process_fields,
         add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

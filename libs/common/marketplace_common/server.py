@@ -105,8 +105,9 @@ def _address(host: str, port: int) -> str:
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
-    """Channel arguments of the server: message sizes, keepalive, no port sharing,
-    and the optional maximum connection age."""
+    """Channel arguments of the server: message sizes, keepalive, port sharing only
+    among the processes of one ``serve --workers N``, and the optional maximum
+    connection age."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -118,8 +119,10 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
             round(settings.keepalive_min_client_ping_seconds * 1000),
         ),
         ("grpc.http2.max_ping_strikes", 2),
-        # Never share a port silently with another process (SO_REUSEPORT).
-        ("grpc.so_reuseport", 0),
+        # Never share a port silently with another program (SO_REUSEPORT), except
+        # with the sibling processes of ``serve --workers N``: their supervisor
+        # checked that the port was free and holds it (marketplace_common.supervisor).
+        ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
     ]
     if settings.max_connection_age_seconds is not None:
         options += [
@@ -205,9 +208,11 @@ class GrpcServer:
         prefix = str(settings.model_config.get("env_prefix", "")).upper()
         metrics_host = settings.metrics_host or settings.grpc_host
         # Said plainly before gRPC tries (its own failure is a log line of the C core).
-        check_port_free(
-            settings.grpc_host, settings.grpc_port, what="gRPC", setting=f"{prefix}GRPC_PORT"
-        )
+        # One of several processes on a port: the supervisor checked it and holds it.
+        if settings.processes == 1:
+            check_port_free(
+                settings.grpc_host, settings.grpc_port, what="gRPC", setting=f"{prefix}GRPC_PORT"
+            )
         if settings.metrics_port:
             check_port_free(
                 metrics_host,
@@ -305,7 +310,10 @@ class GrpcServer:
         """Serve until SIGTERM or SIGINT, then stop gracefully and return (exit code 0).
 
         Starts the server if needed. After the first signal the default
-        handlers are back, so a second Ctrl-C interrupts at once.
+        handlers are back, so a second Ctrl-C interrupts at once; except in one
+        of several processes (``settings.processes`` > 1), which ignores further
+        signals: a Ctrl-C reaches it and its supervisor, which then forwards a
+        SIGTERM, and escalating is the supervisor's call.
         """
         if self._port is None:
             await self.start()
@@ -326,6 +334,8 @@ class GrpcServer:
         finally:
             for sig in wanted:
                 loop.remove_signal_handler(sig)
+                if self.settings.processes > 1:
+                    signal.signal(sig, signal.SIG_IGN)
             terminated.cancel()
         if received.done():
             self.log.info("server.signal", signal=received.result().name)

@@ -8,6 +8,11 @@ Behaviour operators and scripts rely on (docs/design.md, "Running"):
   given; likewise in protected mode (a non-loopback bind without auth
   tokens), on a missing or non-PEM TLS file, or on invalid settings.
 * ``serve`` runs until SIGTERM/SIGINT, stops gracefully and exits 0.
+* ``serve --workers N`` (or ``*_PROCESSES=N``), N > 1, runs N server processes
+  on the one port under a supervising process (marketplace_common.supervisor):
+  the ports are checked and the migrations run (or the schema is checked) once,
+  in the supervisor, before it forks; it needs PostgreSQL (on SQLite, the
+  embedded default, it refuses with exit 2: one process writes a SQLite file).
 * ``health`` asks the service listening on the configured port (or
   ``--target``) over grpc.health.v1: exit 0 only on SERVING, 1 on any other
   answer, 2 when unreachable (see marketplace_common.health_probe). It is the
@@ -37,10 +42,13 @@ from structlog.typing import FilteringBoundLogger
 from marketplace_common import runtime, tracing
 from marketplace_common.auth import AuthConfigError
 from marketplace_common.client import TlsConfigError
+from marketplace_common.db import create_engine
 from marketplace_common.health_probe import ProbeExit, ProbeTls, local_target, probe
-from marketplace_common.logging import configure_logging, get_logger
-from marketplace_common.migrations import upgrade_async
+from marketplace_common.logging import bind_process_fields, configure_logging, get_logger
+from marketplace_common.migrations import require_migrated, upgrade_async
+from marketplace_common.ports import check_port_free
 from marketplace_common.settings import ServiceSettings
+from marketplace_common.supervisor import Supervisor
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -60,6 +68,9 @@ class _EarlySignals:
         self.received: list[signal.Signals] = []
         for sig in self.SIGNALS:
             self._loop.add_signal_handler(sig, self.received.append, sig)
+        # One of several processes starts with them blocked (the supervisor's
+        # fork): a stop sent meanwhile is pending and arrives now, to be kept.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
     def remove(self) -> None:
         for sig in self.SIGNALS:
@@ -132,6 +143,10 @@ class ServiceCli(Generic[S]):
         for extra in self.extra_commands:
             if args.command == extra.name:
                 return runtime.run(extra.run(settings))
+        if args.processes is not None:
+            settings = settings.model_copy(update={"processes": args.processes})
+        if settings.processes > 1:
+            return self._serve_processes(settings, migrate=args.migrate)
         return runtime.run(self._serve(settings, migrate=args.migrate))
 
     def _parser(self) -> argparse.ArgumentParser:
@@ -140,6 +155,15 @@ class ServiceCli(Generic[S]):
         serve = commands.add_parser("serve", help="serve gRPC until SIGTERM/SIGINT")
         serve.add_argument(
             "--migrate", action="store_true", help="upgrade the database to the newest schema first"
+        )
+        serve.add_argument(
+            "--workers",
+            "--processes",
+            dest="processes",
+            type=_process_count,
+            metavar="N",
+            help="server processes sharing the port (default: the PROCESSES setting, 1);"
+            " more than 1 needs PostgreSQL",
         )
         commands.add_parser("migrate", help="upgrade the database to the newest schema and exit")
         for extra in self.extra_commands:
@@ -219,6 +243,70 @@ class ServiceCli(Generic[S]):
             await asyncio.to_thread(tracing.shutdown)
         return 0
 
+    def _serve_processes(self, settings: S, *, migrate: bool) -> int:
+        """``serve --workers N``: checks and migrations once, then N forked servers."""
+        prefix = str(settings.model_config.get("env_prefix", "")).upper()
+        count = settings.processes
+        if settings.database_url.startswith("sqlite"):
+            return self._refuse(
+                ValueError(
+                    f"{count} server processes need PostgreSQL: a SQLite database (the "
+                    f"embedded default) takes writes from one process; serve one process "
+                    f"(--workers 1, {prefix}PROCESSES=1) or set {prefix}DATABASE_URL to "
+                    "postgresql+asyncpg://..."
+                )
+            )
+        metrics_host = settings.metrics_host or settings.grpc_host
+        try:
+            check_port_free(
+                settings.grpc_host, settings.grpc_port, what="gRPC", setting=f"{prefix}GRPC_PORT"
+            )
+            if settings.metrics_port:
+                check_port_free(
+                    metrics_host,
+                    settings.metrics_port,
+                    what="metrics",
+                    setting=f"{prefix}METRICS_PORT",
+                )
+            # The stdlib loop, not uvloop: its threads are gone when it returns, and
+            # the fork that follows must copy no thread.
+            asyncio.run(self._prepare(settings, migrate=migrate))
+        except self.refusals as exc:  # not migrated
+            return self._refuse(exc)
+        except OSError as exc:  # a port in use (PortInUseError), the database unreachable
+            return self._refuse(exc)
+
+        def worker(index: int, port: int) -> int:
+            bind_process_fields(worker=index, pid=os.getpid())
+            own = settings.model_copy(update={"grpc_port": port, "metrics_port": 0})
+            return runtime.run(self._serve(own, migrate=False))
+
+        supervisor = Supervisor(
+            count=count,
+            host=settings.grpc_host,
+            port=settings.grpc_port,
+            grace_seconds=settings.shutdown_grace_seconds,
+            metrics_host=metrics_host,
+            metrics_port=settings.metrics_port,
+            worker_main=worker,
+            log=get_logger(f"marketplace_{self.event_prefix}.supervisor"),
+        )
+        try:
+            return supervisor.run()
+        except OSError as exc:  # the port reservation (a bind address this host lacks)
+            return self._refuse(exc)
+
+    async def _prepare(self, settings: S, *, migrate: bool) -> None:
+        """What the processes must not each do: migrate, or check the schema once."""
+        if migrate:
+            await upgrade_async(settings.database_url, self.migrations_dir)
+            return
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await require_migrated(engine, self.migrations_dir, self.event_prefix)
+        finally:
+            await engine.dispose()
+
     def _refuse(self, exc: Exception) -> int:
         # Not migrated, protected mode or a bad configuration: say so plainly, exit 2.
         self._log().error(f"{self.event_prefix}.refused_to_start", error=str(exc))
@@ -232,3 +320,14 @@ class ServiceCli(Generic[S]):
 
     def _log(self) -> FilteringBoundLogger:
         return get_logger(f"marketplace_{self.event_prefix}")
+
+
+def _process_count(text: str) -> int:
+    """argparse type of ``--workers``: 1..64, like the PROCESSES setting."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"between 1 and 64, not {value}")
+    return value

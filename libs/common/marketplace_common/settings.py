@@ -86,6 +86,10 @@ class ServiceSettings(BaseSettings):
     keepalive_min_client_ping_seconds: float = Field(default=10.0, gt=0)
     """Clients pinging more often than this get a GOAWAY (too_many_pings)."""
     max_concurrent_rpcs: int | None = Field(default=None, gt=0)
+    processes: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the gRPC port (SO_REUSEPORT) under one supervising
+    process; ``serve --workers N`` overrides it. More than 1 needs PostgreSQL
+    (``marketplace_common.supervisor``)."""
 
     @field_validator("auth_tokens", "auth_cert_principals", mode="before")
     @classmethod
