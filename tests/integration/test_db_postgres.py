@@ -313,3 +313,39 @@ async def test_a_connection_lost_since_its_last_use_is_replaced_at_begin(
     assert second != first
     assert runs == 1
     assert (await _values(sessions))[0] == 1
+
+
+@pytest.mark.parametrize("fails_after_begin", [asyncio.CancelledError, RuntimeError])
+async def test_a_begin_cut_short_leaves_no_transaction_on_the_pooled_connection(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, fails_after_begin: type[BaseException]
+) -> None:
+    # A call cancelled (its client's deadline) just after the server ran its
+    # BEGIN READ ONLY must not hand the next transaction on that connection a
+    # read-only (or aborted) transaction: it is rolled back on the way back to the pool.
+    eng = create_engine(pg_url, pool_size=1, max_overflow=0)
+    sessions = make_sessionmaker(eng)
+    original = asyncpg.Connection.execute
+    cut = False
+
+    async def execute(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        nonlocal cut
+        result = await original(self, query, *args, **kw)
+        if cut and query.startswith("BEGIN"):
+            cut = False
+            raise fails_after_begin()
+        return result
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    try:
+        await run_transaction(sessions, lambda s: s.scalar(text("SELECT 1")))  # warm
+        cut = True
+        with pytest.raises(fails_after_begin):
+            async with read_transaction(sessions) as session:
+                await session.scalar(text("SELECT 1"))
+        assert not cut
+        async with write_transaction(sessions) as session:
+            assert await session.scalar(text("SHOW transaction_read_only")) == "off"
+            await session.execute(text("CREATE TABLE written (id INTEGER)"))
+            await session.execute(text("SELECT 1 FROM pg_class LIMIT 1 FOR UPDATE"))
+    finally:
+        await eng.dispose()

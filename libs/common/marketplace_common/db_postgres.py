@@ -167,8 +167,13 @@ async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]
     sql += ";" + "".join(f"SET LOCAL {name} = {int(value)};" for name, value in settings.items())
     driver = adapted.driver_connection
     async with adapted._execute_mutex:
-        await driver.execute(sql)
+        # Handed over before the message goes: if the call is cancelled (a client's
+        # deadline) or fails after the server ran BEGIN, the adapter still sends
+        # ROLLBACK when the connection goes back to the pool (a ROLLBACK with no
+        # transaction open is only a warning). Otherwise the next checkout would
+        # run inside the leftover transaction: READ ONLY, or already aborted.
         adapted._transaction = _BegunTransaction(driver)
+        await driver.execute(sql)
 
 
 def connection_closed(connection: AsyncConnection) -> bool:
