@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 BUF := node_modules/.bin/buf
 
-.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution bench-llm-limits bench-queue freeze clean
+.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution bench-llm-limits bench-execution-e2e bench-queue freeze clean
 
 ## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
 run: $(RUNTIME_STAMP)
@@ -45,7 +45,7 @@ proto: $(DEV_STAMP) clients
 clients: $(DEV_STAMP) $(BUF)
 	$(BIN)/python scripts/gen_clients.py
 
-bench: bench-bids bench-execution bench-llm-limits
+bench: bench-bids bench-execution bench-llm-limits bench-execution-e2e
 
 bench-bids: $(DEV_STAMP)
 	$(BIN)/python bench/bids_bench.py
@@ -58,6 +58,10 @@ bench-execution: $(DEV_STAMP)
 ## bench-llm-limits: executions/s against a provider key limited to R rps, 1 and 2 replicas (PostgreSQL)
 bench-llm-limits: $(DEV_STAMP)
 	$(BIN)/python bench/llm_limits_bench.py
+
+## bench-execution-e2e: executions/s end to end (bids service + two execution replicas as processes, PostgreSQL) and 1,000 paced executions
+bench-execution-e2e: $(DEV_STAMP)
+	$(BIN)/python bench/execution_e2e_bench.py
 
 ## bench-queue: the execution queue beside procrastinate and PgQueuer on PostgreSQL (127.0.0.1:5432)
 bench-queue: $(DEV_STAMP)

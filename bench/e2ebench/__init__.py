@@ -1,0 +1,1 @@
+"""The end-to-end execution benchmark's parts: service processes, setup and checks."""
