@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import resource
 import sys
@@ -64,9 +65,10 @@ from execution_retry import (
 from execution_service_path import ServicePathResult, bench_service_path
 from marketplace_common.logging import configure_logging
 from marketplace_common.retrying import RetryPolicy
-from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
-from marketplace_execution.domain.llm import LLMRequest
+from marketplace_execution.domain.attempt_loop import AttemptRunner
+from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
+from marketplace_execution.domain.ports import JobSpec
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineProvider
 from prometheus_client import CollectorRegistry
@@ -108,9 +110,9 @@ async def bench_pacing(runs: int, delay: float) -> PacingResult:
         RetryPolicy(),
         metrics=PrometheusLLMMetrics(CollectorRegistry()),
     )
-    stored: list[LLMAttempt] = []
+    stored: list[AttemptView] = []
 
-    async def store(attempt: LLMAttempt) -> None:  # stands in for the durable write
+    async def store(attempt: AttemptView, retry_follows: bool) -> None:  # the durable write
         stored.append(attempt)
 
     lags: list[float] = []
@@ -120,7 +122,7 @@ async def bench_pacing(runs: int, delay: float) -> PacingResult:
     started = time.perf_counter()
     outcomes = await asyncio.gather(
         *(
-            runner.run(LLMRequest.from_prompt(f"job {i}", output_schema=SCHEMA), on_attempt=store)
+            runner.run(JobSpec(f"job {i}", "", json.dumps(SCHEMA), 4), on_attempt=store)
             for i in range(runs)
         )
     )

@@ -16,6 +16,7 @@ repeats itself; a re-ask with the validation errors is a new conversation).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.output_validation import compile_schema, validate_output
 from marketplace_execution.domain.pacing import Pacer
+from marketplace_execution.domain.ports import JobSpec
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 from prometheus_client import CollectorRegistry
@@ -102,7 +104,8 @@ async def run_smart(faults: OfflineFaults, count: int) -> RetryResult:
     )
     succeeded = 0
     for request in _requests(count):
-        succeeded += (await runner.run(request)).succeeded
+        job = JobSpec(request.last_user_message, "", json.dumps(SCHEMA), MAX_ATTEMPTS)
+        succeeded += (await runner.run(job)).succeeded
     return RetryResult(provider.calls, succeeded, clock.t)
 
 

@@ -22,7 +22,7 @@ Whatever is raised at the end is the last attempt's own exception, so callers
 map it as they would without retries.
 
 The module also holds what the LLM attempt loop shares with it: the
-:class:`RetryPolicy` budgets, :class:`AttemptRecord`, :class:`DelaySource`,
+:class:`RetryPolicy` budgets, :class:`DelaySource`,
 :func:`compute_delay` and :func:`delay_allowed`. It is plain Python (no
 transport, no database): adapters classify errors, this module only reads
 the taxonomy.
@@ -45,7 +45,6 @@ from marketplace_common.errors import AgentError, ErrorType
 
 __all__ = [
     "JITTER",
-    "AttemptRecord",
     "Backoff",
     "Clock",
     "DelaySource",
@@ -70,7 +69,7 @@ class Clock(Protocol):
     """Time as the retry machinery sees it; tests pass a fake that never sleeps.
 
     A clock may also offer ``now() -> datetime`` (aware, UTC) for the wall-clock
-    stamps of ``AttemptRecord``; without it they use the system's time.
+    stamps of attempt records; without it they use the system's time.
     """
 
     def monotonic(self) -> float:
@@ -266,26 +265,6 @@ class RetryPolicy:
             raise ValueError("delays must not be negative")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive (or None)")
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One attempt: its outcome and the delay chosen after it.
-
-    ``error_type`` is None and ``code`` "OK" on success; ``code`` is otherwise
-    the failure's own code (gRPC code name, HTTP status, SQLSTATE or class
-    name) and ``message`` a message safe to show. ``delay``/``delay_source``
-    describe the wait before the next attempt (0 and NONE when none follows).
-    """
-
-    number: int
-    error_type: ErrorType | None
-    code: str
-    message: str
-    delay: float
-    delay_source: DelaySource
-    started_at: datetime
-    finished_at: datetime
 
 
 def compute_delay(

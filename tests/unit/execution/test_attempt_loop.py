@@ -7,6 +7,7 @@ import json
 import random
 from collections import deque
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,9 +21,11 @@ from marketplace_common.errors import (
     UnavailableError,
 )
 from marketplace_common.retrying import DelaySource, RetryPolicy, SystemClock
-from marketplace_execution.domain.attempt_loop import AttemptRunner, LLMAttempt
+from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse
+from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
+from marketplace_execution.domain.ports import JobSpec
 from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from prometheus_client import CollectorRegistry
 
@@ -77,8 +80,9 @@ def runner(
     )
 
 
-def prompt(output_schema: Mapping[str, Any] | None = None) -> LLMRequest:
-    return LLMRequest.from_prompt("Write the title", output_schema=output_schema)
+def prompt(output_schema: Mapping[str, Any] | None = None, *, max_attempts: int = 4) -> JobSpec:
+    schema = None if output_schema is None else json.dumps(output_schema)
+    return JobSpec("Write the title", "", schema, max_attempts)
 
 
 async def test_a_first_answer_is_one_successful_attempt(clock: FakeClock) -> None:
@@ -87,9 +91,9 @@ async def test_a_first_answer_is_one_successful_attempt(clock: FakeClock) -> Non
     assert outcome.succeeded
     assert outcome.text == "hello"
     assert outcome.model == "scripted-1"
-    [record] = outcome.records
-    assert (record.number, record.error_type, record.code) == (1, None, "OK")
-    assert (record.delay, record.delay_source) == (0.0, DelaySource.NONE)
+    [record] = outcome.attempts
+    assert (record.number, record.error_type, record.code) == (1, None, "")
+    assert (record.retry_delay, record.delay_source) == (0.0, DelaySource.NONE)
 
 
 async def test_transient_error_is_retried_after_a_backoff(clock: FakeClock) -> None:
@@ -98,12 +102,12 @@ async def test_transient_error_is_retried_after_a_backoff(clock: FakeClock) -> N
     outcome = await runner(provider, clock, base_delay=0.5).run(prompt())
 
     assert outcome.text == "hello"
-    first, second = outcome.records
+    first, second = outcome.attempts
     assert first.error_type is ErrorType.TRANSIENT
     assert first.code == "UNAVAILABLE"
-    assert first.delay_source is DelaySource.BACKOFF
-    assert 0 <= first.delay <= 0.5
-    assert clock.sleeps == [first.delay]
+    assert first.delay_source == DelaySource.BACKOFF
+    assert 0 <= first.retry_delay <= 0.5
+    assert clock.sleeps == [first.retry_delay]
     assert second.error_type is None
 
 
@@ -112,8 +116,8 @@ async def test_server_directed_delay_wins_over_backoff(clock: FakeClock) -> None
 
     outcome = await runner(provider, clock).run(prompt())
 
-    first = outcome.records[0]
-    assert (first.delay, first.delay_source) == (1.0, DelaySource.SERVER_RETRY_AFTER)
+    first = outcome.attempts[0]
+    assert (first.retry_delay, first.delay_source) == (1.0, DelaySource.SERVER_RETRY_AFTER)
     # The 429 cooled the key down; the next call's permit waited it out (in two
     # sleeps: the shared state is checked once more shortly before the slot).
     assert sum(clock.sleeps) == pytest.approx(1.0)
@@ -146,11 +150,11 @@ async def test_server_delay_past_the_deadline_fails_now(clock: FakeClock) -> Non
 async def test_transient_errors_stop_at_max_attempts(clock: FakeClock) -> None:
     provider = ScriptedProvider(*[UnavailableError("down")] * 5)
 
-    outcome = await runner(provider, clock, max_attempts=3).run(prompt())
+    outcome = await runner(provider, clock).run(prompt(max_attempts=3))
 
     assert len(provider.requests) == 3
-    assert [a.error_type for a in outcome.records] == [ErrorType.TRANSIENT] * 3
-    assert outcome.records[-1].delay_source is DelaySource.NONE
+    assert [a.error_type for a in outcome.attempts] == [ErrorType.TRANSIENT] * 3
+    assert outcome.attempts[-1].delay_source == DelaySource.NONE
     assert outcome.error is not None
     assert outcome.error.error_type is ErrorType.TRANSIENT
 
@@ -163,7 +167,7 @@ async def test_permanent_error_stops_at_once(clock: FakeClock) -> None:
     assert len(provider.requests) == 1
     assert outcome.error is not None
     assert outcome.error.error_type is ErrorType.PERMANENT
-    assert outcome.records[0].code == "UNAUTHENTICATED"
+    assert outcome.attempts[0].code == "UNAUTHENTICATED"
 
 
 async def test_an_unexpected_exception_is_fatal_and_stops_at_once(clock: FakeClock) -> None:
@@ -182,8 +186,9 @@ async def test_invalid_json_is_re_asked_with_the_validation_error(clock: FakeClo
 
     outcome = await runner(provider, clock).run(prompt(SCHEMA))
 
-    assert outcome.value == {"title": "t", "score": 1}
-    assert [a.error_type for a in outcome.records] == [ErrorType.LLM_FIXABLE, None]
+    assert outcome.text is not None
+    assert json.loads(outcome.text) == {"title": "t", "score": 1}
+    assert [a.error_type for a in outcome.attempts] == [ErrorType.LLM_FIXABLE, None]
     reask = provider.requests[1].messages
     assert (reask[-2].role, reask[-2].content) == ("assistant", "not json")
     assert reask[-1].role == "user"
@@ -209,7 +214,7 @@ async def test_the_same_validation_error_twice_in_a_row_is_permanent(clock: Fake
     assert len(provider.requests) == 2
     assert isinstance(outcome.error, LLMOutputInvalidError)
     assert outcome.error.violations
-    assert outcome.records[-1].error_type is ErrorType.PERMANENT
+    assert outcome.attempts[-1].error_type is ErrorType.PERMANENT
 
 
 async def test_re_asks_stop_when_their_budget_is_spent(clock: FakeClock) -> None:
@@ -225,7 +230,7 @@ async def test_re_asks_stop_when_their_budget_is_spent(clock: FakeClock) -> None
 async def test_re_asks_do_not_use_the_transient_budget(clock: FakeClock) -> None:
     provider = ScriptedProvider("bad", "{", UnavailableError("down"), GOOD)
 
-    outcome = await runner(provider, clock, max_attempts=2).run(prompt(SCHEMA))
+    outcome = await runner(provider, clock).run(prompt(SCHEMA, max_attempts=2))
 
     assert outcome.succeeded
     assert len(outcome.attempts) == 4
@@ -235,9 +240,9 @@ async def test_on_attempt_is_awaited_before_the_next_attempt(clock: FakeClock) -
     provider = ScriptedProvider(UnavailableError("down"), "hello")
     seen: list[tuple[int, int, bool]] = []
 
-    async def store(attempt: LLMAttempt) -> None:
+    async def store(attempt: AttemptView, retry_follows: bool) -> None:
         await asyncio.sleep(0)
-        seen.append((attempt.number, len(provider.requests), attempt.retry_follows))
+        seen.append((attempt.number, len(provider.requests), retry_follows))
 
     await runner(provider, clock).run(prompt(), on_attempt=store)
 
@@ -249,7 +254,10 @@ async def test_previous_attempts_continue_the_numbering_and_use_the_budget(
 ) -> None:
     provider = ScriptedProvider(UnavailableError("down"), UnavailableError("down"), "ok")
 
-    outcome = await runner(provider, clock, max_attempts=3).run(prompt(), previous_attempts=2)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    previous = [AttemptView(n, at, at, ErrorType.TRANSIENT, "UNAVAILABLE") for n in (1, 2)]
+
+    outcome = await runner(provider, clock).run(prompt(max_attempts=3), previous=previous)
 
     assert [a.number for a in outcome.attempts] == [3]
     assert outcome.error is not None
@@ -261,7 +269,7 @@ async def test_an_invalid_output_schema_fails_without_a_call(clock: FakeClock) -
     outcome = await runner(provider, clock).run(prompt({"type": "no-such-type"}))
 
     assert isinstance(outcome.error, InvalidArgumentError)
-    assert outcome.attempts == []
+    assert outcome.attempts == ()
     assert provider.requests == []
 
 
@@ -273,8 +281,8 @@ async def test_pacing_wait_is_reported_per_attempt(clock: FakeClock) -> None:
     outcome = await attempt_runner.run(prompt(SCHEMA))
 
     assert [a.pacing_delay for a in outcome.attempts] == [2.0, 2.0]
-    first = outcome.records[0]
-    assert (first.delay, first.delay_source) == (2.0, DelaySource.PACING)
+    first = outcome.attempts[0]
+    assert (first.retry_delay, first.delay_source) == (2.0, DelaySource.PACING)
 
 
 async def test_attempts_are_counted_by_provider_type_and_outcome(clock: FakeClock) -> None:

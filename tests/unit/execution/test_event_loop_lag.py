@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from marketplace_common.retrying import RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
-from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
+from marketplace_execution.domain.ports import JobSpec
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
 
 PROBE_INTERVAL = 0.005
@@ -28,13 +29,15 @@ async def test_two_hundred_paced_calls_keep_event_loop_lag_small() -> None:
         Pacer(PacingConfig(delay=0.3, jitter=0.5, max_concurrency=50, requests_per_minute=6000)),
         RetryPolicy(base_delay=0.05, max_delay=0.2),
     )
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema = json.dumps(
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    )
     lags: list[float] = []
     stop = asyncio.Event()
     probe = asyncio.create_task(_probe(lags, stop))
 
     outcomes = await asyncio.gather(
-        *(runner.run(LLMRequest.from_prompt(f"job {i}", output_schema=schema)) for i in range(200))
+        *(runner.run(JobSpec(f"job {i}", "", schema, 4)) for i in range(200))
     )
     stop.set()
     await probe

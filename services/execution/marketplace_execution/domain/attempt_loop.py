@@ -1,13 +1,15 @@
 """The attempt loop: pacing, smart retry and a record of every LLM call.
 
-``AttemptRunner.run`` asks the provider until it has a valid answer or a
-reason to stop, per docs/errors.md:
+``AttemptRunner`` is the domain's ``JobRunner``: ``run`` asks the provider for
+a ``JobSpec`` until it has a valid answer or a reason to stop, per docs/errors.md:
 
 * TRANSIENT (timeouts, 408/409/429/5xx, connection errors): retried after a
   full-jitter backoff, or after the server's delay (Retry-After,
   retry-after-ms) when it gave one, within ``policy.max_attempts`` and the
   deadline. A server delay longer than ``policy.max_delay`` or than the time
   left is not waited out: the run fails now, TRANSIENT, with ``retry_after``.
+  ``max_attempts`` is the job's; the deadline the smaller of the policy's and
+  the job's ``time_left``.
 * LLM_FIXABLE (the answer is not JSON or fails ``output_schema``): re-asked at
   once (only the pacing pause) with the bad answer and the validation errors
   appended to the conversation, on the budget ``policy.max_llm_fixable_attempts``
@@ -29,18 +31,17 @@ also needs the key's retry budget (``RetryBudgetExhaustedError`` otherwise).
 No call starts once the run's calls cost ``LLMControls.cost_cap_nanos``
 (``BudgetExhaustedError``, PERMANENT).
 
-Each attempt is one ``LLMAttempt``: the shared ``AttemptRecord``, the pacing
-wait before the call (the key's permit included), whether another attempt
-follows, the model asked and the usage reported. It is logged once
-(``llm.attempt``), counted in ``llm_attempts_total``, traced as an ``llm.attempt``
-span (error type, delay and delay source as attributes) and handed to
-``on_attempt``, which is awaited before the next attempt starts so a caller
-can store it durably first. A record's ``delay`` and
-``delay_source`` are the wait *after* it, before the next attempt: BACKOFF
-or SERVER_RETRY_AFTER for a retry (after a 429/503 the key's cooldown, which the
-next permit waits out), PACING (the pacer's pause) for a re-ask,
-0 and NONE when nothing follows. The pacing wait the call itself had is
-``LLMAttempt.pacing_delay`` (execution.proto's ``Attempt.pacing_delay``).
+Each attempt is one ``AttemptView``, as the execution stores it: the pacing
+wait before the call (``pacing_delay``, the key's permit included), the model
+asked, the usage reported and its cost. It is logged once (``llm.attempt``),
+counted in ``llm_attempts_total``, traced as an ``llm.attempt`` span (error
+type, delay and delay source as attributes) and handed to ``on_attempt`` with
+whether another attempt follows; the callback is awaited before the next
+attempt starts so a caller can store it durably first. Its ``retry_delay`` and
+``delay_source`` are the wait *after* it, before the next attempt: BACKOFF or
+SERVER_RETRY_AFTER for a retry (after a 429/503 the key's cooldown, which the
+next permit waits out), PACING (the pacer's pause) for a re-ask, 0 and NONE
+when nothing follows.
 
 Cancellation (``asyncio.CancelledError``) is never caught: it propagates
 from the provider call, the pacing wait or a backoff sleep at once.
@@ -49,12 +50,15 @@ from the provider call, the pacing wait or a backoff sleep at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from jsonschema.protocols import Validator
+from marketplace_common import tracing
 from marketplace_common.errors import (
     AgentError,
     ErrorType,
@@ -67,7 +71,6 @@ from marketplace_common.errors import (
 )
 from marketplace_common.logging import get_logger
 from marketplace_common.retrying import (
-    AttemptRecord,
     Clock,
     DelaySource,
     RetryPolicy,
@@ -82,23 +85,19 @@ from marketplace_execution.domain.limits import (
     ProviderLimiter,
 )
 from marketplace_execution.domain.llm import ChatMessage, LLMProvider, LLMRequest, LLMUsage
-from marketplace_execution.domain.llm_attempts import (
-    LLMAttempt,
-    LLMOutcome,
-    OnAttempt,
-    trace_attempt,
-)
 from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics, UncountedMetrics
+from marketplace_execution.domain.models import AttemptView, Usage
 from marketplace_execution.domain.output_validation import (
     compile_schema,
     feedback_message,
     validate_output,
 )
 from marketplace_execution.domain.pacing import Pacer
+from marketplace_execution.domain.ports import AttemptCallback, JobResult, JobSpec
 from marketplace_execution.domain.pricing import BudgetExhaustedError, usd
 from marketplace_execution.domain.provider_calls import CallResult, LLMControls, ProviderCalls
 
-__all__ = ["MAX_RATE_LIMITED", "AttemptRunner", "LLMAttempt", "LLMOutcome", "OnAttempt"]
+__all__ = ["MAX_RATE_LIMITED", "AttemptRunner"]
 
 MAX_RATE_LIMITED = 20
 """Uncharged (429) attempts one run makes at most before it gives up."""
@@ -117,7 +116,7 @@ class _Run:
     rate_limited: int = 0
     fixable_failures: int = 0
     last_violations: tuple[Any, ...] | None = None
-    attempts: list[LLMAttempt] = field(default_factory=list)
+    attempts: list[AttemptView] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -167,7 +166,7 @@ class _Next:
 
 
 class AttemptRunner:
-    """Runs one LLM request to a valid answer or a final error (see the module docs)."""
+    """Runs one job to a valid answer or a final error (see the module docs)."""
 
     def __init__(
         self,
@@ -197,62 +196,51 @@ class AttemptRunner:
 
     async def run(
         self,
-        request: LLMRequest,
+        job: JobSpec,
         *,
-        on_attempt: OnAttempt | None = None,
-        previous_attempts: int = 0,
-        policy: RetryPolicy | None = None,
-        previous_cost_nanos: int = 0,
-    ) -> LLMOutcome:
+        previous: Sequence[AttemptView] = (),
+        on_attempt: AttemptCallback | None = None,
+    ) -> JobResult:
         """Ask until a valid answer or a final error; never raises an AgentError.
 
         Args:
-            request: the conversation; ``output_schema`` turns on validation.
-            on_attempt: awaited with each attempt's record before the next starts.
-            previous_attempts: attempts already made for this work (a resumed
-                execution): numbering continues after them and they count
-                against ``max_attempts``, but at least one new call is made.
-            policy: overrides the runner's policy for this run (per-request
-                ``max_attempts``).
-            previous_cost_nanos: what earlier attempts of this work cost (a
-                resumed execution), counted against the cost cap.
+            job: the prompt; its ``output_schema`` turns on validation.
+            previous: attempts already made for this job (a resumed execution):
+                numbering continues after them, they count against
+                ``max_attempts`` and their cost against the cost cap, but at
+                least one new call is made.
+            on_attempt: awaited with each attempt, and whether another one
+                follows, before the next starts.
         """
-        run_policy = policy or self.policy
+        policy = self._policy_for(job)
         try:
-            validator = compile_schema(request.output_schema) if request.output_schema else None
+            schema = json.loads(job.output_schema) if job.output_schema else None
+            validator = compile_schema(schema) if schema is not None else None
         except InvalidArgumentError as err:
-            return LLMOutcome(text=None, model=None, attempts=[], error=err)
+            return JobResult(None, job.model, err)
+        request = LLMRequest.from_prompt(job.prompt, output_schema=schema)
         deadline = None
-        if run_policy.deadline is not None:
-            deadline = self._clock.monotonic() + run_policy.deadline
-        models = self.controls.chain(request.model or self.default_model)
-        run = _Run(request, run_policy, deadline, previous_attempts, previous_attempts, models)
-        run.spent_nanos = previous_cost_nanos
+        if policy.deadline is not None:
+            deadline = self._clock.monotonic() + policy.deadline
+        models = self.controls.chain(job.model or self.default_model)
+        run = _Run(request, policy, deadline, len(previous), len(previous), models)
+        run.spent_nanos = Usage.total(previous).cost_nanos
         if self._over_cost_cap(run):
-            return LLMOutcome(None, None, [], self._budget_exhausted(run))
+            return JobResult(None, job.model, self._budget_exhausted(run))
         while True:
             run.number += 1
             result = await self._call(run, validator)
             run.spent_nanos += result.cost_nanos
             following = self._next(run, result)
-            attempt = LLMAttempt(
-                self._record(run, result, following),
-                result.paced,
-                following.request is not None,
-                result.model or run.model,
-                result.usage,
-                result.cost_nanos,
-            )
+            attempt = self._attempt(run, result, following)
             run.attempts.append(attempt)
             self._report(attempt, result, following)
             if on_attempt is not None:
-                await on_attempt(attempt)
+                await on_attempt(attempt, following.request is not None)
             if result.error is None:
-                return LLMOutcome(
-                    result.text, result.model, run.attempts, None, result.value, result.usage
-                )
+                return JobResult(result.text, result.model or job.model, None, (*run.attempts,))
             if following.stop is not None:
-                return LLMOutcome(None, None, run.attempts, following.stop)
+                return JobResult(None, job.model, following.stop, (*run.attempts,))
             own_sleep = following.sleep and following.source is not DelaySource.PACING
             if own_sleep and following.delay > 0:
                 await self._clock.sleep(following.delay)
@@ -260,6 +248,14 @@ class AttemptRunner:
             run.request = following.request
             if following.fallback:
                 run.model_index += 1
+
+    def _policy_for(self, job: JobSpec) -> RetryPolicy:
+        """The runner's policy with the job's attempt budget and, when the caller
+        waits a bounded time, a deadline no later than that."""
+        deadline = self.policy.deadline
+        if job.time_left is not None:
+            deadline = job.time_left if deadline is None else min(deadline, job.time_left)
+        return replace(self.policy, max_attempts=job.max_attempts, deadline=deadline)
 
     async def _call(self, run: _Run, validator: Validator | None) -> _Result:
         """One attempt: pacing, the key's permit and the call (one call per attempt)."""
@@ -305,10 +301,6 @@ class AttemptRunner:
             return replace(answer, value=validate_output(response.text, validator))
         except (LLMFixableError, InvalidArgumentError) as invalid:
             return replace(answer, exc=invalid, error=invalid)
-
-    def _now(self) -> datetime:
-        now = getattr(self._clock, "now", None)
-        return now() if callable(now) else datetime.now(UTC)
 
     def _next(self, run: _Run, result: _Result) -> _Next:
         error, exc = result.error, result.exc
@@ -407,47 +399,73 @@ class AttemptRunner:
         pause = self.pacer.config.delay
         return _Next(pause, _pacing_source(pause), request=request)
 
-    def _record(self, run: _Run, result: _Result, following: _Next) -> AttemptRecord:
+    def _attempt(self, run: _Run, result: _Result, following: _Next) -> AttemptView:
         error = following.stop if following.stop is not None else result.error
-        return AttemptRecord(
+        usage = result.usage or LLMUsage()
+        return AttemptView(
             number=run.number,
-            error_type=None if error is None else error.error_type,
-            code="OK" if result.exc is None else failure_code(result.exc),
-            message="" if error is None else error.message,
-            delay=following.delay,
-            delay_source=following.source,
             started_at=result.started_at,
             finished_at=result.finished_at,
+            error_type=None if error is None else error.error_type,
+            code="" if result.exc is None else failure_code(result.exc),
+            message="" if error is None else error.message,
+            retry_delay=following.delay,
+            delay_source=following.source.value,
+            pacing_delay=result.paced,
+            model=result.model or run.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_nanos=result.cost_nanos,
         )
 
-    def _report(self, attempt: LLMAttempt, result: _Result, following: _Next) -> None:
-        record = attempt.record
+    def _report(self, attempt: AttemptView, result: _Result, following: _Next) -> None:
         if result.error is None:
             outcome = "succeeded"
         else:
             outcome = "failed" if following.stop is not None else "retried"
         error_type = NO_ERROR if result.error is None else result.error.error_type.value
+        code = attempt.code or "OK"
         self.metrics.count_attempt(self.provider.name, error_type, outcome)
-        trace_attempt(self.provider.name, attempt, outcome, error_type)
-        fields = {
-            "attempt": record.number,
+        fields: dict[str, Any] = {
+            "attempt": attempt.number,
             "outcome": outcome,
             "error_type": error_type,
-            "code": record.code,
-            "delay": round(record.delay, 3),
-            "delay_source": record.delay_source.value,
-            "paced": round(result.paced, 3),
+            "code": code,
+            "delay": round(attempt.retry_delay, 3),
+            "delay_source": attempt.delay_source,
+            "paced": round(attempt.pacing_delay, 3),
             "model": attempt.model,
         }
-        if attempt.usage is not None:
-            fields["prompt_tokens"] = attempt.usage.prompt_tokens
-            fields["completion_tokens"] = attempt.usage.completion_tokens
+        if result.usage is not None:
+            fields["prompt_tokens"] = attempt.prompt_tokens
+            fields["completion_tokens"] = attempt.completion_tokens
+        if tracing.enabled():
+            _trace(self.provider.name, fields, attempt, attempt.error_type is not None)
         if result.error is None:
             self._log.info("llm.attempt", **fields)
-        elif record.error_type is ErrorType.FATAL:
-            self._log.error("llm.attempt", message=record.message, exc_info=result.exc, **fields)
+        elif attempt.error_type is ErrorType.FATAL:
+            self._log.error("llm.attempt", message=attempt.message, exc_info=result.exc, **fields)
         else:
-            self._log.warning("llm.attempt", message=record.message, **fields)
+            self._log.warning("llm.attempt", message=attempt.message, **fields)
+
+
+def _trace(provider: str, fields: dict[str, Any], attempt: AttemptView, failed: bool) -> None:
+    """One ``llm.attempt`` span (a child of the run's span)."""
+    attributes = {
+        "llm.provider": provider,
+        "llm.model": attempt.model,
+        "llm.attempt": attempt.number,
+        "llm.outcome": fields["outcome"],
+        "llm.error_type": fields["error_type"],
+        "llm.code": fields["code"],
+        "llm.delay_seconds": attempt.retry_delay,
+        "llm.delay_source": attempt.delay_source,
+        "llm.pacing_delay_seconds": attempt.pacing_delay,
+    }
+    error = f"{fields['error_type']}: {fields['code']}" if failed else None
+    tracing.record_span(
+        "llm.attempt", attempt.started_at, attempt.finished_at, attributes, error=error
+    )
 
 
 def _pacing_source(delay: float) -> DelaySource:

@@ -223,6 +223,10 @@ class JobResult:
     error: AgentError | None = None
     attempts: tuple[AttemptView, ...] = ()
 
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
 
 AttemptCallback = Callable[[AttemptView, bool], Awaitable[None]]
 """Called after each attempt with the attempt and whether another one follows."""

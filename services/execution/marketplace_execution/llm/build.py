@@ -1,5 +1,5 @@
 """The LLM side built from the settings: the provider, the pacer, the retry policy
-and the attempt loop, wrapped as the domain's JobRunner."""
+and the attempt loop (the domain's JobRunner)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner
-from marketplace_execution.domain.jobs import AttemptLoopJobRunner
 from marketplace_execution.domain.llm import LLMProvider
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.controls import build_controls
@@ -25,7 +24,7 @@ class LLMStack:
     """The provider and the attempt loop built on it."""
 
     provider: LLMProvider
-    runner: AttemptLoopJobRunner
+    runner: AttemptRunner
     default_model: str
 
     async def aclose(self) -> None:
@@ -62,7 +61,7 @@ def build_llm_stack(
     engine: AsyncEngine | None = None,
 ) -> LLMStack:
     """Provider, pacer, retry policy and the provider keys' controls from the settings,
-    wrapped for the domain.
+    and the attempt loop on them.
 
     The LLM metrics go to ``registry`` (the server's, so /metrics shows them);
     ``engine`` (the execution database) shares the keys' limits on PostgreSQL.
@@ -81,7 +80,7 @@ def build_llm_stack(
         max_delay=settings.llm_backoff_max_seconds,
         deadline=settings.llm_deadline_seconds,
     )
-    loop = AttemptRunner(
+    runner = AttemptRunner(
         provider,
         pacer,
         policy,
@@ -89,5 +88,4 @@ def build_llm_stack(
         controls=build_controls(settings, engine),
         default_model=default_model,
     )
-    runner = AttemptLoopJobRunner(loop, policy)
     return LLMStack(provider, runner, default_model)
