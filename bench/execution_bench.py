@@ -69,8 +69,8 @@ from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.domain.ports import JobSpec
-from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineProvider
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from prometheus_client import CollectorRegistry
 
 RATIO_TARGET = 1.5
@@ -108,7 +108,7 @@ async def bench_pacing(runs: int, delay: float) -> PacingResult:
         OfflineProvider(),
         Pacer(PacingConfig(delay=delay, jitter=0.1), rng=random.Random(1)),
         RetryPolicy(),
-        metrics=PrometheusLLMMetrics(CollectorRegistry()),
+        metrics=PrometheusExecutionMetrics(CollectorRegistry()),
     )
     stored: list[AttemptView] = []
 

@@ -27,8 +27,8 @@ from marketplace_execution.domain.llm import LLMRequest
 from marketplace_execution.domain.output_validation import compile_schema, validate_output
 from marketplace_execution.domain.pacing import Pacer
 from marketplace_execution.domain.ports import JobSpec
-from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OfflineFaults, OfflineProvider
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from prometheus_client import CollectorRegistry
 
 SCHEMA = {
@@ -100,7 +100,7 @@ async def run_smart(faults: OfflineFaults, count: int) -> RetryResult:
         _policy(),
         clock=clock,
         rng=random.Random(7),
-        metrics=PrometheusLLMMetrics(CollectorRegistry()),
+        metrics=PrometheusExecutionMetrics(CollectorRegistry()),
     )
     succeeded = 0
     for request in _requests(count):

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from marketplace_execution.api.bids_client import GrpcBidsGateway
 from marketplace_execution.api.servicer import DOMAIN, SERVICE_NAME, ExecutionServicer
 from marketplace_execution.domain.events import EventBus
-from marketplace_execution.domain.execution_metrics import ExecutionMetrics, QueueMonitor
+from marketplace_execution.domain.metrics import ExecutionMetrics, QueueMonitor
 from marketplace_execution.domain.ports import JobRunner
 from marketplace_execution.domain.quota import CompleteQuota, QuotaLimits
 from marketplace_execution.domain.reporting import ReportPolicy
@@ -100,7 +100,7 @@ async def create_server(
     bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
     metrics = GrpcServerMetrics()
     work_metrics = PrometheusExecutionMetrics(metrics.registry)
-    llm = build_llm_stack(settings, metrics.registry, engine)
+    llm = build_llm_stack(settings, work_metrics, engine)
     runner = job_runner or llm.runner
     bus = EventBus()
     pool = _pool(settings, store, bids, runner, bus, work_metrics)

@@ -16,8 +16,8 @@ from marketplace_common.errors import ErrorType
 from marketplace_common.retrying import DelaySource, RetryPolicy
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.ports import JobSpec
-from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.openai_provider import OpenAIProvider
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def make_runner(provider: OpenAIProvider, **policy: float | None) -> AttemptRunn
     return AttemptRunner(
         provider,
         policy=RetryPolicy(**settings),  # type: ignore[arg-type]
-        metrics=PrometheusLLMMetrics(CollectorRegistry()),
+        metrics=PrometheusExecutionMetrics(CollectorRegistry()),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from marketplace.execution.v1 import execution_pb2 as pb
 from marketplace_common.db import create_engine, make_sessionmaker
-from marketplace_execution.domain.execution_metrics import QueueMonitor
+from marketplace_execution.domain.metrics import QueueMonitor
 from marketplace_execution.domain.ports import Lease
 from marketplace_execution.metrics import PrometheusExecutionMetrics
 from marketplace_execution.server import ExecutionServer

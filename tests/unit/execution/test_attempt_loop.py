@@ -26,7 +26,7 @@ from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMRespons
 from marketplace_execution.domain.models import AttemptView
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.domain.ports import JobSpec
-from marketplace_execution.llm.metrics import PrometheusLLMMetrics
+from marketplace_execution.metrics import PrometheusExecutionMetrics
 from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def runner(
         RetryPolicy(**policy),  # type: ignore[arg-type]
         clock=clock,
         rng=random.Random(1),
-        metrics=PrometheusLLMMetrics(registry or CollectorRegistry()),
+        metrics=PrometheusExecutionMetrics(registry or CollectorRegistry()),
     )
 
 
@@ -318,7 +318,7 @@ async def test_cancellation_during_a_backoff_sleep_propagates_promptly() -> None
 async def test_cancellation_during_a_call_propagates_and_is_counted() -> None:
     registry = CollectorRegistry()
     provider = ScriptedProvider("late", delay=30.0)
-    attempt_runner = AttemptRunner(provider, metrics=PrometheusLLMMetrics(registry))
+    attempt_runner = AttemptRunner(provider, metrics=PrometheusExecutionMetrics(registry))
     task = asyncio.create_task(attempt_runner.run(prompt()))
     await provider.called.wait()
 

@@ -85,7 +85,7 @@ from marketplace_execution.domain.limits import (
     ProviderLimiter,
 )
 from marketplace_execution.domain.llm import ChatMessage, LLMProvider, LLMRequest, LLMUsage
-from marketplace_execution.domain.llm_metrics import NO_ERROR, LLMMetrics, UncountedMetrics
+from marketplace_execution.domain.metrics import NO_ERROR, LLMMetrics, UncountedMetrics
 from marketplace_execution.domain.models import AttemptView, Usage
 from marketplace_execution.domain.output_validation import (
     compile_schema,

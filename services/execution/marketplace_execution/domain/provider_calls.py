@@ -34,7 +34,7 @@ from marketplace_execution.domain.limits import (
     estimate_tokens,
 )
 from marketplace_execution.domain.llm import LLMProvider, LLMRequest, LLMResponse, LLMUsage
-from marketplace_execution.domain.llm_metrics import LLMMetrics
+from marketplace_execution.domain.metrics import LLMMetrics
 from marketplace_execution.domain.pricing import Prices, usd
 from marketplace_execution.domain.retry_budget import RetryBudget
 

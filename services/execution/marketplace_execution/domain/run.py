@@ -33,10 +33,7 @@ from marketplace_common.errors import AgentError, ErrorType, known_error
 
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.events import EventBus
-from marketplace_execution.domain.execution_metrics import (
-    ExecutionMetrics,
-    UncountedExecutionMetrics,
-)
+from marketplace_execution.domain.metrics import ExecutionMetrics, UncountedMetrics
 from marketplace_execution.domain.models import (
     AttemptView,
     Execution,
@@ -79,7 +76,7 @@ class RunContext:
     now: Callable[[], datetime]
     report_policy: ReportPolicy
     store_retry: StoreRetryPolicy = field(default_factory=StoreRetryPolicy)
-    metrics: ExecutionMetrics = field(default_factory=UncountedExecutionMetrics)
+    metrics: ExecutionMetrics = field(default_factory=UncountedMetrics)
 
 
 class ExecutionRun:

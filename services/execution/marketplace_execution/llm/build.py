@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from marketplace_common.retrying import RetryPolicy
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_execution.domain.attempt_loop import AttemptRunner
 from marketplace_execution.domain.llm import LLMProvider
+from marketplace_execution.domain.metrics import LLMMetrics
 from marketplace_execution.domain.pacing import Pacer, PacingConfig
 from marketplace_execution.llm.controls import build_controls
-from marketplace_execution.llm.metrics import PrometheusLLMMetrics
 from marketplace_execution.llm.offline import OFFLINE_MODEL, OfflineFaults, OfflineProvider
 from marketplace_execution.llm.openai_provider import OpenAIProvider
 from marketplace_execution.settings import ExecutionSettings
@@ -57,13 +56,13 @@ def build_provider(settings: ExecutionSettings) -> tuple[LLMProvider, str]:
 
 def build_llm_stack(
     settings: ExecutionSettings,
-    registry: CollectorRegistry | None = None,
+    metrics: LLMMetrics | None = None,
     engine: AsyncEngine | None = None,
 ) -> LLMStack:
     """Provider, pacer, retry policy and the provider keys' controls from the settings,
     and the attempt loop on them.
 
-    The LLM metrics go to ``registry`` (the server's, so /metrics shows them);
+    The attempt loop and the provider keys count in ``metrics`` (none by default);
     ``engine`` (the execution database) shares the keys' limits on PostgreSQL.
     """
     provider, default_model = build_provider(settings)
@@ -84,7 +83,7 @@ def build_llm_stack(
         provider,
         pacer,
         policy,
-        metrics=PrometheusLLMMetrics(registry),
+        metrics=metrics,
         controls=build_controls(settings, engine),
         default_model=default_model,
     )

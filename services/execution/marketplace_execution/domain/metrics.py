@@ -1,6 +1,9 @@
-"""The execution service's work metrics: the port, and the queue monitor that feeds it.
+"""The execution service's metrics port: what the worker, the attempt loop and the
+provider keys count, not where; and the queue monitor that feeds the gauges.
 
-What is counted (``marketplace_execution.metrics`` exports it to Prometheus):
+``marketplace_execution.metrics`` exports every one to Prometheus:
+
+The work (``ExecutionMetrics``):
 
 * ``execution_queue_depth``: executions waiting for a worker (active, lease free),
   across every replica: read from the database every ``queue_metrics_seconds`` by
@@ -15,6 +18,28 @@ What is counted (``marketplace_execution.metrics`` exports it to Prometheus):
   whose lease had expired (a crashed or stalled replica's work resumed).
 * ``execution_bids_call_retries_total{call}``: calls to BidService the worker retried
   after a transient failure (``StartTask``, ``CompleteTask``, ``FailTask``, ``GetTask``).
+
+The LLM calls (``LLMMetrics``):
+
+* ``llm_attempts_total{provider, error_type, outcome}``: every provider call the
+  attempt loop made. ``provider`` is ``LLMProvider.name``; ``error_type`` ``NONE``
+  for a valid answer, else the ErrorType name; ``outcome`` ``succeeded`` (a valid
+  answer), ``retried`` (failed, and the loop tries again: a backoff retry or a
+  re-ask), ``failed`` (failed, and the run ends with this error) or ``cancelled``
+  (the run was cancelled mid-call). So
+  ``sum(llm_attempts_total{outcome="failed", error_type="PERMANENT"})`` is the
+  calls a blind retry would have repeated and smart retry did not.
+* ``llm_call_duration_seconds{provider, model}``: each provider call's latency.
+* ``llm_permit_wait_seconds{provider, model}``: the wait for the key's permit
+  (its shared rate limits and cooldowns, docs/llm-limits.md) before each call.
+* ``llm_tokens_total{model, kind}``: reported tokens, ``kind`` ``prompt`` or
+  ``completion``.
+* ``llm_cost_usd_total{model}``: what those tokens cost at the configured prices.
+* ``llm_rate_limited_total{provider, model}``: 429 answers received.
+* ``llm_cooldowns_total{provider, model}``: cooldowns started (429, or 503 with
+  Retry-After).
+* ``llm_retry_budget_exhausted_total{provider, model}``: retries the budget refused.
+* ``llm_fallbacks_total{provider, model, to_model}``: moves to the next model.
 """
 
 from __future__ import annotations
@@ -32,10 +57,11 @@ _log = structlog.get_logger(__name__)
 
 FINAL_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
 BIDS_CALLS = ("StartTask", "CompleteTask", "FailTask", "GetTask")
+NO_ERROR = "NONE"
 
 
 class ExecutionMetrics(Protocol):
-    """Where the worker and the queue monitor count (the port; Prometheus behind it)."""
+    """Where the worker and the queue monitor count."""
 
     def set_queue(self, depth: int, oldest_age_seconds: float) -> None:
         """The queue as read from the database just now."""
@@ -58,8 +84,44 @@ class ExecutionMetrics(Protocol):
         ...
 
 
-class UncountedExecutionMetrics:
-    """Counts nothing: the default when nobody reads the counters."""
+class LLMMetrics(Protocol):
+    """Where the attempt loop and the provider keys count."""
+
+    def count_attempt(self, provider: str, error_type: str, outcome: str) -> None:
+        """Count one provider call."""
+        ...
+
+    def observe_call(self, provider: str, model: str, seconds: float) -> None:
+        """One provider call's latency."""
+        ...
+
+    def observe_permit_wait(self, provider: str, model: str, seconds: float) -> None:
+        """The wait for a key's permit before one call."""
+        ...
+
+    def count_usage(self, model: str, prompt: int, completion: int, cost_usd: float) -> None:
+        """Tokens one call reported, and their cost."""
+        ...
+
+    def count_rate_limited(self, provider: str, model: str) -> None:
+        """One 429 received."""
+        ...
+
+    def count_cooldown(self, provider: str, model: str) -> None:
+        """One cooldown started on a key."""
+        ...
+
+    def count_budget_exhausted(self, provider: str, model: str) -> None:
+        """One retry the key's retry budget refused."""
+        ...
+
+    def count_fallback(self, provider: str, model: str, to_model: str) -> None:
+        """One move to the next model of a chain."""
+        ...
+
+
+class UncountedMetrics:
+    """Counts nothing (both ports): the default when nobody reads the counters."""
 
     def set_queue(self, depth: int, oldest_age_seconds: float) -> None:
         """Drop the values."""
@@ -74,6 +136,30 @@ class UncountedExecutionMetrics:
         """Drop the count."""
 
     def count_bids_call_retry(self, call: str) -> None:
+        """Drop the count."""
+
+    def count_attempt(self, provider: str, error_type: str, outcome: str) -> None:
+        """Drop the count."""
+
+    def observe_call(self, provider: str, model: str, seconds: float) -> None:
+        """Drop the observation."""
+
+    def observe_permit_wait(self, provider: str, model: str, seconds: float) -> None:
+        """Drop the observation."""
+
+    def count_usage(self, model: str, prompt: int, completion: int, cost_usd: float) -> None:
+        """Drop the count."""
+
+    def count_rate_limited(self, provider: str, model: str) -> None:
+        """Drop the count."""
+
+    def count_cooldown(self, provider: str, model: str) -> None:
+        """Drop the count."""
+
+    def count_budget_exhausted(self, provider: str, model: str) -> None:
+        """Drop the count."""
+
+    def count_fallback(self, provider: str, model: str, to_model: str) -> None:
         """Drop the count."""
 
 
