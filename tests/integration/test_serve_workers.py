@@ -69,6 +69,14 @@ class Supervised:
                 pytest.fail(f"no {count} x {name} after {timeout} s:\n{self.log()[-4000:]}")
             time.sleep(0.1)
 
+    def wait_for_lines(self, name: str, count: int, timeout: float = 20.0) -> None:
+        """Like wait_for, once the supervisor itself is gone."""
+        deadline = time.monotonic() + timeout
+        while len(self.events(name)) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {count} x {name} after {timeout} s:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
     def worker_pids(self) -> list[int]:
         return [int(pid) for pid in self.events("supervisor.started")[0]["pids"]]
 
@@ -81,7 +89,9 @@ class Supervised:
                 os.kill(pid, signal.SIGKILL)
 
 
-def start(prog: str, settings: dict[str, str], tmp_path: Path, *args: str) -> Supervised:
+def start(
+    prog: str, settings: dict[str, str], tmp_path: Path, *args: str, session: bool = False
+) -> Supervised:
     log_path = tmp_path / f"{prog}-{uuid.uuid4().hex[:6]}.log"
     prefix = "BIDS" if prog == "bids-service" else "EXECUTION"
     port = int(settings[f"{prefix}_GRPC_PORT"])
@@ -92,6 +102,7 @@ def start(prog: str, settings: dict[str, str], tmp_path: Path, *args: str) -> Su
             env={**clean_environment(), f"{prefix}_LOG_JSON": "true", **settings},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=session,
         )
     return Supervised(proc, log_path, port)
 
@@ -288,6 +299,58 @@ def test_a_process_that_dies_stops_the_others_and_the_supervisor_exits_non_zero(
     assert [(line["worker_pid"], line["exit_code"]) for line in stopped] == [(other, 0)]
     with pytest.raises(ProcessLookupError):
         os.kill(other, 0)
+
+
+def test_ctrl_c_to_the_process_group_stops_every_process_gracefully(
+    bids_settings: dict[str, str], tmp_path: Path, supervised: list[Supervised]
+) -> None:
+    # A terminal's Ctrl-C reaches the supervisor and its processes at once; the
+    # supervisor's SIGTERM that follows must not cut a stopping process short.
+    server = start(
+        "bids-service", bids_settings, tmp_path, "--migrate", "--workers", "2", session=True
+    )
+    supervised.append(server)
+    server.wait_for("bids.serving", count=2)
+    server.wait_for("supervisor.started")
+    pids = server.worker_pids()
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(20) == 0, server.log()[-4000:]
+    stopped = {
+        line["worker_pid"]: line["exit_code"] for line in server.events("supervisor.worker_stopped")
+    }
+    assert stopped == dict.fromkeys(pids, 0)
+    # One stop per process: the second signal (SIGINT or the forwarded SIGTERM,
+    # whichever it handled first) was ignored, not a second, abrupt stop.
+    signals = server.events("server.signal")
+    assert sorted(line["pid"] for line in signals) == sorted(pids)
+    assert {line["signal"] for line in signals} <= {"SIGINT", "SIGTERM"}
+
+
+def test_processes_stop_when_the_supervisor_is_killed(
+    bids_settings: dict[str, str], tmp_path: Path, supervised: list[Supervised]
+) -> None:
+    server = start("bids-service", bids_settings, tmp_path, "--migrate", "--workers", "2")
+    supervised.append(server)
+    server.wait_for("bids.serving", count=2)
+    server.wait_for("supervisor.started")
+    server.proc.kill()
+    server.proc.wait()
+    server.wait_for_lines("server.stopped", count=2)  # gracefully, each on its own
+    deadline = time.monotonic() + 10
+    alive = server.worker_pids()
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _running(pid)]
+        time.sleep(0.1)
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("reuse_port", [False, True])
