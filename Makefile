@@ -9,7 +9,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 BUF := node_modules/.bin/buf
 
-.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution bench-llm-limits bench-execution-e2e bench-queue freeze clean
+.PHONY: run env test lint fmt proto clients proto-check buf-lint buf-breaking pytest bench bench-bids bench-execution bench-llm-limits bench-execution-e2e bench-queue bench-workers freeze clean
 
 ## run: install, migrate and start both services on the embedded default (Ctrl-C stops both)
 run: $(RUNTIME_STAMP)
@@ -62,6 +62,10 @@ bench-llm-limits: $(DEV_STAMP)
 ## bench-execution-e2e: executions/s end to end (bids service + two execution replicas as processes, PostgreSQL) and 1,000 paced executions
 bench-execution-e2e: $(DEV_STAMP)
 	$(BIN)/python bench/execution_e2e_bench.py
+
+## bench-workers: bids-service serve --workers 2 against --workers 1, GetBid and PlaceBid (PostgreSQL)
+bench-workers: $(DEV_STAMP)
+	$(BIN)/python bench/workers_bench.py
 
 ## bench-queue: the execution queue beside procrastinate and PgQueuer on PostgreSQL (127.0.0.1:5432)
 bench-queue: $(DEV_STAMP)
