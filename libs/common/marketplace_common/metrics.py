@@ -45,11 +45,6 @@ GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
 }
 
 
-def go_code_name(code: grpc.StatusCode) -> str:
-    """Go's name of ``code``: ``INVALID_ARGUMENT`` -> ``InvalidArgument``."""
-    return GO_CODE_NAMES[code]
-
-
 @dataclass(slots=True)
 class MethodMetrics:
     """The labelled children of one method's series, looked up once per method."""

@@ -134,11 +134,6 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
-    @property
-    def tls_enabled(self) -> bool:
-        """True when the server listens with TLS."""
-        return self.tls_cert_file is not None
-
     def log_summary(self) -> dict[str, Any]:
         """The settings as fields for a startup log line, with secrets redacted."""
         summary: dict[str, Any] = {}

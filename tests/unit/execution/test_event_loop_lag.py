@@ -26,7 +26,7 @@ async def test_two_hundred_paced_calls_keep_event_loop_lag_small() -> None:
     faults = OfflineFaults(transient=0.2, rate_limited=0.05, malformed=0.1, retry_after=0.05)
     runner = AttemptRunner(
         OfflineProvider(faults),
-        Pacer(PacingConfig(delay=0.3, jitter=0.5, max_concurrency=50, requests_per_minute=6000)),
+        Pacer(PacingConfig(delay=0.3, jitter=0.5, max_concurrency=50)),
         RetryPolicy(base_delay=0.05, max_delay=0.2),
     )
     schema = json.dumps(

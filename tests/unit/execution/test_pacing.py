@@ -1,4 +1,4 @@
-"""Pacer: jittered pause, concurrency limit and requests-per-minute, on a virtual clock."""
+"""Pacer: jittered pause and concurrency limit, on a virtual clock."""
 
 from __future__ import annotations
 
@@ -57,31 +57,6 @@ async def test_paused_calls_do_not_hold_concurrency_slots(clock: FakeClock) -> N
     await asyncio.gather(*(call() for _ in range(100)))
 
     assert clock.monotonic() == pytest.approx(1.0)
-
-
-async def test_requests_per_minute_holds_in_every_window(clock: FakeClock) -> None:
-    pacer = Pacer(PacingConfig(requests_per_minute=10), clock=clock)
-    starts: list[float] = []
-
-    async def call() -> None:
-        async with pacer.pace():
-            starts.append(clock.monotonic())
-
-    await asyncio.gather(*(call() for _ in range(25)))
-
-    assert sorted(starts) == [0.0] * 10 + [60.0] * 10 + [120.0] * 5
-    for t in starts:
-        assert sum(1 for s in starts if t <= s < t + 60.0) <= 10
-
-
-async def test_rate_wait_is_part_of_the_reported_pacing_delay(clock: FakeClock) -> None:
-    pacer = Pacer(PacingConfig(requests_per_minute=1), clock=clock)
-    async with pacer.pace() as first:
-        pass
-    async with pacer.pace() as second:
-        pass
-
-    assert (first, second) == (0.0, 60.0)
 
 
 def test_nonsense_settings_are_rejected() -> None:

@@ -43,12 +43,6 @@ def error_type_pb(value: ErrorType | None) -> str:
     return "ERROR_TYPE_UNSPECIFIED" if value is None else f"ERROR_TYPE_{value.value}"
 
 
-def error_type_domain(value: int) -> ErrorType | None:
-    if value == common_pb2.ERROR_TYPE_UNSPECIFIED:
-        return None
-    return ErrorType(common_pb2.ErrorType.Name(value).removeprefix("ERROR_TYPE_"))
-
-
 def status_pb(value: ExecutionStatus | None) -> str:
     """The wire enum name."""
     return "EXECUTION_STATUS_UNSPECIFIED" if value is None else f"EXECUTION_STATUS_{value.value}"
