@@ -155,6 +155,13 @@ def _metric(port: int, name: str, **labels: str) -> float:
     return total
 
 
+def _series(port: int, name: str) -> list[str]:
+    """The exposition lines of ``name`` (one /metrics scrape)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return [line for line in text.splitlines() if line.startswith((name + "{", name + " "))]
+
+
 def _handled_by_pid(server: Supervised, method: str) -> Counter[int]:
     return Counter(
         int(line["pid"])
@@ -426,9 +433,11 @@ def test_execution_service_serves_with_two_processes(
         check=False,
     )
     assert health.returncode == 0, health.stdout + health.stderr
-    # The queue gauges come from live processes only, once each (not one series per pid).
-    depth = _metric(int(settings["EXECUTION_METRICS_PORT"]), "execution_queue_depth")
-    assert depth == 0.0
+    # The queue gauges (each process reads the same queue) are one series, the latest
+    # value of a live process: not one series per pid.
+    metrics_port = int(settings["EXECUTION_METRICS_PORT"])
+    for gauge in ("execution_queue_depth", "execution_queue_oldest_age_seconds"):
+        assert _series(metrics_port, gauge) == [f"{gauge} 0.0"]
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(20) == 0, server.log()[-4000:]
     assert len(server.events("supervisor.worker_stopped")) == 2

@@ -21,11 +21,13 @@ class PrometheusExecutionMetrics:
         self.queue_depth = Gauge(
             "execution_queue_depth",
             "Executions waiting for a worker (active, lease free), read from the database.",
+            multiprocess_mode="livemostrecent",  # serve --workers: one series
             registry=r,
         )
         self.queue_oldest_age = Gauge(
             "execution_queue_oldest_age_seconds",
             "Seconds the longest-waiting execution has waited for a worker (0: none waits).",
+            multiprocess_mode="livemostrecent",  # serve --workers: one series
             registry=r,
         )
         self.finished = Counter(
