@@ -104,6 +104,8 @@ class Row:
     verdict: BidsVerdict
     lags: dict[str, Lag]
     cpu: dict[str, float]
+    db: dict[str, tuple[int, int]]
+    """Per database: transactions committed and sessions opened during the window."""
     note: str = ""
 
     @property
@@ -165,18 +167,22 @@ async def running(processes: list[ServiceProcess]) -> AsyncIterator[list[Service
         await asyncio.gather(*(p.stop() for p in processes))
 
 
+_AGAIN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 @dataclass
 class Submitted:
     execution_ids: list[str]
     retries: int
-    """Submits answered UNAVAILABLE and sent again with the same request_id."""
+    """Submits answered UNAVAILABLE or DEADLINE_EXCEEDED, sent again with the same request_id."""
 
 
 async def submit_all(
     replicas: list[ServiceProcess], task_ids: list[str], in_flight: int
 ) -> Submitted:
-    """SubmitExecution for every task, spread over ``replicas``; an UNAVAILABLE answer is
-    retried with the same request_id (the call is idempotent), as a client would."""
+    """SubmitExecution for every task, spread over ``replicas``; UNAVAILABLE and
+    DEADLINE_EXCEEDED are retried with the same request_id (the call is idempotent),
+    as a client would."""
     channels = [grpc.aio.insecure_channel(r.target) for r in replicas]
     retries = 0
     try:
@@ -195,7 +201,7 @@ async def submit_all(
                         )
                         return str(reply.execution.execution_id)
                     except grpc.aio.AioRpcError as exc:
-                        if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 9:
+                        if exc.code() not in _AGAIN or attempt == 9:
                             raise
                         retries += 1
                         await asyncio.sleep(0.1 * (attempt + 1))
@@ -242,6 +248,29 @@ async def _stop_profiles(spies: list[asyncio.subprocess.Process]) -> None:
         await spy.wait()
 
 
+async def _db_counters(stack: Stack) -> dict[str, tuple[int, int]]:
+    """(committed transactions, sessions opened) so far, per database (pg_stat_database)."""
+    found = {}
+    for name, url in (("bids", stack.bids_url), ("execution", stack.execution_url)):
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            row = await conn.fetchrow(
+                "SELECT xact_commit, sessions FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        found[name] = (int(row[0]), int(row[1]))
+    return found
+
+
+def _db_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    # the statistics lag by up to PGSTAT_MIN_INTERVAL (1 s); read after a pause
+    return {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+
+
 async def _window_start(processes: list[ServiceProcess]) -> dict[str, float]:
     for process in processes:
         await process.lag()  # starts the lag window
@@ -264,6 +293,7 @@ async def row_a(stack: Stack) -> Row:
     async with running(replicas):
         processes = [stack.bids, *replicas]
         spies = await _start_profiles(processes, opts.profile) if opts.profile else []
+        db = await _db_counters(stack)
         cpu = await _window_start(processes)
         started = time.time()
         submits = await submit_all(replicas, task_ids, opts.in_flight)
@@ -271,13 +301,15 @@ async def row_a(stack: Stack) -> Row:
         done = await wait_finished(asyncpg_dsn(stack.bids_url), task_ids, max(120.0, n / 5))
         lags, cpu = await _window_end(processes, cpu)
         await _stop_profiles(spies)
+        await asyncio.sleep(1.1)
+        db = _db_delta(db, await _db_counters(stack))
     verdict = await verify(stack.bids.target, email, task_ids)
     end = verdict.last_completed or time.time()
     note = (
-        f"submits took {submitted:.1f} s ({submits.retries} answered UNAVAILABLE and were "
-        f"sent again); {done} of {n} tasks finished before the timeout"
+        f"submits took {submitted:.1f} s ({submits.retries} answered UNAVAILABLE or "
+        f"DEADLINE_EXCEEDED and were sent again); {done} of {n} tasks finished before the timeout"
     )
-    return Row("A", n, end - started, verdict, lags, cpu, note)
+    return Row("A", n, end - started, verdict, lags, cpu, db, note)
 
 
 async def _hold_queued(url: str, hold: bool) -> float:
@@ -316,11 +348,14 @@ async def row_b(stack: Stack) -> Row:
     ]
     async with running(replicas):
         processes = [stack.bids, *replicas]
+        db = await _db_counters(stack)
         cpu = await _window_start(processes)
         released = await _hold_queued(stack.execution_url, hold=False)
         limit = max(120.0, 30 * opts.delay)
         done = await wait_finished(asyncpg_dsn(stack.bids_url), task_ids, limit)
         lags, cpu = await _window_end(processes, cpu)
+        await asyncio.sleep(1.1)
+        db = _db_delta(db, await _db_counters(stack))
     verdict = await verify(stack.bids.target, email, task_ids)
     end = verdict.last_completed or time.time()
     first = verdict.first_start or end
@@ -329,7 +364,7 @@ async def row_b(stack: Stack) -> Row:
         f"first StartTask {first - released:.2f} s after the release; "
         f"{done} of {n} tasks finished within {limit:.0f} s"
     )
-    return Row("B", n, end - released, verdict, lags, cpu, note)
+    return Row("B", n, end - released, verdict, lags, cpu, db, note)
 
 
 def _print_row(row: Row, opts: Options) -> bool:
@@ -357,6 +392,10 @@ def _print_row(row: Row, opts: Options) -> bool:
         per = 1000 * row.cpu[label] / row.executions
         print(f"   {label:<10} event-loop lag p99 {lag.p99_ms:7.1f} ms, max {lag.max_ms:7.1f} ms; "
               f"CPU {row.cpu[label]:6.1f} s ({per:.2f} ms per execution)")  # fmt: skip
+    for name, (xacts, sessions) in row.db.items():
+        per = 1000 * sessions / row.executions
+        print(f"   {name + ' database':<19} {xacts / row.executions:6.2f} transactions per "
+              f"execution, {per:6.1f} sessions opened per 1000 executions")  # fmt: skip
     print(f"   {row.note}")
     return ok and v.exactly_once
 

@@ -18,6 +18,8 @@ from marketplace_execution.domain.errors import (
 from marketplace_execution.domain.models import AttemptView, ExecutionStatus, Outcome
 from marketplace_execution.domain.ports import Lease
 from marketplace_execution.storage.store import SqlExecutionStore
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 LEASE = 30.0
 A = Lease("a", 1)  # the first claim of an execution, by owner "a"
@@ -125,6 +127,42 @@ async def test_attempts_are_stored_in_order_with_status(
     assert [a.number for a in execution.attempts] == [1, 2]
     assert execution.attempts[0].error_type is ErrorType.TRANSIENT
     assert execution.status is ExecutionStatus.RUNNING
+
+
+async def test_a_fenced_write_given_the_attempts_returns_them_without_reading_them(
+    store: SqlExecutionStore, new_execution: Any, engine: AsyncEngine
+) -> None:
+    # The run holding the lease knows its attempts: its writes skip the SELECT of
+    # the attempts that would give them back, and still return them (plus the new one).
+    eid = (await store.create(new_execution())).execution_id
+    await store.claim("a", 1, now(), LEASE)
+    first = await store.add_attempt(
+        eid, A, attempt(1, ErrorType.TRANSIENT), ExecutionStatus.RETRY_SCHEDULED, now()
+    )
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        second = await store.add_attempt(
+            eid, A, attempt(2), ExecutionStatus.RUNNING, now(), attempts=first.attempts
+        )
+        again = await store.add_attempt(  # a retried write: the attempt is not added twice
+            eid, A, attempt(2), ExecutionStatus.RUNNING, now(), attempts=second.attempts
+        )
+        decided = await store.decide(
+            eid, A, Outcome(ExecutionStatus.SUCCEEDED, "done"), now(), attempts=again.attempts
+        )
+        finished = await store.finish(eid, A, now(), attempts=decided.attempts)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    for execution in (second, again, decided, finished):
+        assert [a.number for a in execution.attempts] == [1, 2]
+    assert finished.status is ExecutionStatus.SUCCEEDED
+    assert (await store.get(eid)).attempts == finished.attempts
 
 
 async def test_outcome_applies_only_at_finish(store: SqlExecutionStore, new_execution: Any) -> None:

@@ -135,9 +135,20 @@ class ExecutionStore(Protocol):
         ...
 
     async def set_status(
-        self, execution_id: uuid.UUID, lease: Lease, status: ExecutionStatus, now: datetime
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
-        """Fenced status change of an execution still being worked on."""
+        """Fenced status change of an execution still being worked on.
+
+        ``attempts`` (here and in every fenced write below): the execution's
+        attempts as the run holding the lease knows them; the execution comes
+        back with them (plus the one an ``add_attempt`` stores) instead of
+        reading them again. None reads them."""
         ...
 
     async def add_attempt(
@@ -147,24 +158,45 @@ class ExecutionStore(Protocol):
         attempt: AttemptView,
         status: ExecutionStatus,
         now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
         """Fenced: stores one attempt and the status that follows it."""
         ...
 
     async def decide(
-        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
         """Fenced: stores the outcome to report (the status stays until it is reported)."""
         ...
 
     async def revise(
-        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
         """Fenced: replaces a decided outcome that is not applied yet (BidService refused
         to complete the task for good, so the execution fails instead)."""
         ...
 
-    async def finish(self, execution_id: uuid.UUID, lease: Lease, now: datetime) -> Execution:
+    async def finish(
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
+    ) -> Execution:
         """Fenced: applies the reported outcome (terminal status) and frees the lease."""
         ...
 

@@ -212,7 +212,10 @@ class ExecutionRun:
         previous = self._execution.status
         eid, lease = self._execution.execution_id, self._lease
         self._execution = await self._stored(
-            "set_status", lambda: self._ctx.store.set_status(eid, lease, status, self._ctx.now())
+            "set_status",
+            lambda: self._ctx.store.set_status(
+                eid, lease, status, self._ctx.now(), attempts=self._execution.attempts
+            ),
         )
         self._publish_status(previous)
 
@@ -223,10 +226,12 @@ class ExecutionRun:
             await self._set_status(ExecutionStatus.RUNNING)
             previous = ExecutionStatus.RUNNING
         status = ExecutionStatus.RETRY_SCHEDULED if will_retry else ExecutionStatus.RUNNING
-        eid, lease = self._execution.execution_id, self._lease
+        eid, lease, known = self._execution.execution_id, self._lease, self._execution.attempts
         self._execution = await self._stored(
             "add_attempt",
-            lambda: self._ctx.store.add_attempt(eid, lease, attempt, status, self._ctx.now()),
+            lambda: self._ctx.store.add_attempt(
+                eid, lease, attempt, status, self._ctx.now(), attempts=known
+            ),
         )
         self._ctx.bus.publish(ExecutionEvent(self._execution, attempt=attempt))
         self._publish_status(previous)
@@ -239,7 +244,10 @@ class ExecutionRun:
     async def _decide(self, outcome: Outcome) -> Execution:
         eid, lease = self._execution.execution_id, self._lease
         self._execution = await self._stored(
-            "decide", lambda: self._ctx.store.decide(eid, lease, outcome, self._ctx.now())
+            "decide",
+            lambda: self._ctx.store.decide(
+                eid, lease, outcome, self._ctx.now(), attempts=self._execution.attempts
+            ),
         )
         return self._execution
 
@@ -267,7 +275,10 @@ class ExecutionRun:
             )
             lease = self._lease
             execution = await self._stored(
-                "revise", lambda: self._ctx.store.revise(eid, lease, failed, self._ctx.now())
+                "revise",
+                lambda: self._ctx.store.revise(
+                    eid, lease, failed, self._ctx.now(), attempts=execution.attempts
+                ),
             )
             outcome = failed
         elif not await self._task_was_started(execution):
@@ -322,7 +333,10 @@ class ExecutionRun:
         previous = execution.status
         eid, lease = execution.execution_id, self._lease
         self._execution = await self._stored(
-            "finish", lambda: self._ctx.store.finish(eid, lease, self._ctx.now())
+            "finish",
+            lambda: self._ctx.store.finish(
+                eid, lease, self._ctx.now(), attempts=execution.attempts
+            ),
         )
         self._publish_status(previous)
         final = self._execution

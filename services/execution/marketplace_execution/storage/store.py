@@ -17,6 +17,7 @@ claimer; the UPDATE repeats the "lease expired" condition anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -68,6 +69,11 @@ async def _load(session: AsyncSession, execution_id: uuid.UUID) -> Execution:
     if row is None:
         raise ExecutionNotFoundError(execution_id)
     return await _with_attempts(session, row)
+
+
+def _view(row: Any) -> Execution:
+    """The execution of a Core row, without its attempts."""
+    return execution_view(row)
 
 
 async def _with_attempts(session: AsyncSession, row: Any) -> Execution:
@@ -321,8 +327,13 @@ class SqlExecutionStore:
         *,
         deciding: bool = True,
         attempt: AttemptView | None = None,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
-        """One fenced UPDATE (plus an attempt row) or LeaseLostError."""
+        """One fenced UPDATE (plus an attempt row) or LeaseLostError.
+
+        With ``attempts`` (the run's own, under its lease) the execution is
+        returned with them and the new ``attempt``, without reading them again.
+        """
         fence = [*_held(execution_id, lease), E.status.in_(_ACTIVE)]
         fence.append(E.pending_outcome.is_(None) if deciding else E.pending_outcome.is_not(None))
 
@@ -342,14 +353,26 @@ class SqlExecutionStore:
                 raise LeaseLostError(execution_id, f"{lease.owner} (epoch {lease.epoch})")
             if attempt is not None:
                 await _insert_attempt_once(session, execution_id, attempt)
-            return await _with_attempts(session, row)
+            if attempts is None:
+                return await _with_attempts(session, row)
+            known = list(attempts)
+            if attempt is not None and all(a.number != attempt.number for a in known):
+                known.append(attempt)
+            return dataclasses.replace(_view(row), attempts=tuple(known))
 
         return await run_transaction(self._sessionmaker, fn)
 
     async def set_status(
-        self, execution_id: uuid.UUID, lease: Lease, status: ExecutionStatus, now: datetime
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
-        return await self._fenced(execution_id, lease, {"status": status.value, "updated_at": now})
+        values = {"status": status.value, "updated_at": now}
+        return await self._fenced(execution_id, lease, values, attempts=attempts)
 
     async def add_attempt(
         self,
@@ -358,29 +381,51 @@ class SqlExecutionStore:
         attempt: AttemptView,
         status: ExecutionStatus,
         now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
         values = {"status": status.value, "updated_at": now}
-        return await self._fenced(execution_id, lease, values, attempt=attempt)
+        return await self._fenced(execution_id, lease, values, attempt=attempt, attempts=attempts)
 
     async def decide(
-        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
-    ) -> Execution:
-        return await self._fenced(execution_id, lease, _outcome_values(outcome, now))
-
-    async def revise(
-        self, execution_id: uuid.UUID, lease: Lease, outcome: Outcome, now: datetime
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
         values = _outcome_values(outcome, now)
-        return await self._fenced(execution_id, lease, values, deciding=False)
+        return await self._fenced(execution_id, lease, values, attempts=attempts)
 
-    async def finish(self, execution_id: uuid.UUID, lease: Lease, now: datetime) -> Execution:
+    async def revise(
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
+    ) -> Execution:
+        values = _outcome_values(outcome, now)
+        return await self._fenced(execution_id, lease, values, deciding=False, attempts=attempts)
+
+    async def finish(
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        now: datetime,
+        *,
+        attempts: Sequence[AttemptView] | None = None,
+    ) -> Execution:
         values = {
             "status": E.pending_outcome,
             "lease_owner": None,
             "lease_expires_at": now,
             "updated_at": now,
         }
-        return await self._fenced(execution_id, lease, values, deciding=False)
+        return await self._fenced(execution_id, lease, values, deciding=False, attempts=attempts)
 
 
 def _held(execution_id: uuid.UUID, lease: Lease) -> tuple[Any, ...]:
