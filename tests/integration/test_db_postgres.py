@@ -16,6 +16,7 @@ from marketplace_common.db import (
     is_postgres,
     make_sessionmaker,
     read_transaction,
+    run_statement,
     run_transaction,
     write_transaction,
 )
@@ -349,3 +350,38 @@ async def test_a_begin_cut_short_leaves_no_transaction_on_the_pooled_connection(
             await session.execute(text("SELECT 1 FROM pg_class LIMIT 1 FOR UPDATE"))
     finally:
         await eng.dispose()
+
+
+async def test_run_statement_is_one_round_trip_and_commits(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No BEGIN, no COMMIT (asyncpg sends both as simple queries through execute):
+    # the statement is its own transaction, and it is committed.
+    simple: list[str] = []
+    original = asyncpg.Connection.execute
+
+    async def execute(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        simple.append(query)
+        return await original(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    row = await run_statement(
+        sessions, text("UPDATE counter SET value = value + 5 WHERE id = 1 RETURNING value")
+    )
+    assert row is not None
+    assert row[0] == 5
+    assert not [q for q in simple if q.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
+    monkeypatch.undo()
+    assert (await _values(sessions))[0] == 5  # committed: another transaction sees it
+    assert await run_statement(sessions, text("SELECT 1 WHERE false")) is None
+
+
+async def test_run_statement_maps_a_lost_connection_to_unavailable(
+    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+) -> None:
+    pid = await run_statement(sessions, text("SELECT pg_backend_pid()"))
+    assert pid is not None
+    with pytest.raises(UnavailableError):
+        await run_statement(
+            sessions, text(f"SELECT pg_terminate_backend(pg_backend_pid()), {pid[0]}")
+        )

@@ -36,8 +36,9 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Row, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 from marketplace_common.db_errors import CONFLICT_RETRY_AFTER as CONFLICT_RETRY_AFTER
 from marketplace_common.db_errors import (
@@ -300,6 +301,44 @@ async def run_transaction(
             wait=Backoff(base_delay, max_delay, rng or JITTER),
             attempts=attempts,
             before_wait=log_retry,
+        )
+    except Exception as exc:
+        translated = to_agent_error(exc, classify_db_error(exc))
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+async def run_statement(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    statement: Executable,
+    *,
+    attempts: int = 3,
+    base_delay: float = 0.01,
+    max_delay: float = 0.5,
+) -> Row[Any] | None:
+    """One statement as its own transaction, autocommit: its first row (or None).
+
+    For a write that is one statement (an ``UPDATE ... RETURNING``, or several
+    writes joined by data-modifying CTEs, which PostgreSQL runs atomically):
+    a single round trip to the server instead of BEGIN, the statement and
+    COMMIT. PostgreSQL only (SQLite needs the write gate and ``BEGIN
+    IMMEDIATE``: use :func:`run_transaction` there). Conflicts are retried and
+    errors mapped as :func:`run_transaction` does.
+    """
+    engine: AsyncEngine = sessionmaker.kw["bind"]
+
+    async def attempt() -> Row[Any] | None:
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return (await autocommit.execute(statement)).first()
+
+    try:
+        return await retry_call(
+            attempt,
+            retry_on=lambda exc: classify_db_error(exc) in RETRYABLE_KINDS,
+            wait=Backoff(base_delay, max_delay, JITTER),
+            attempts=attempts,
         )
     except Exception as exc:
         translated = to_agent_error(exc, classify_db_error(exc))

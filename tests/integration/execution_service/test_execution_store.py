@@ -165,6 +165,25 @@ async def test_a_fenced_write_given_the_attempts_returns_them_without_reading_th
     assert (await store.get(eid)).attempts == finished.attempts
 
 
+async def test_a_fenced_write_given_the_attempts_is_fenced_alike(
+    store: SqlExecutionStore, new_execution: Any
+) -> None:
+    # The one-statement form (PostgreSQL) keeps the fence: a stale lease stores
+    # neither the status nor the attempt.
+    eid = (await store.create(new_execution())).execution_id
+    await store.claim("a", 1, now(), LEASE)
+    stale = Lease("a", 0)
+    with pytest.raises(LeaseLostError):
+        await store.add_attempt(eid, stale, attempt(1), ExecutionStatus.RUNNING, now(), attempts=())
+    with pytest.raises(LeaseLostError):
+        await store.set_status(eid, stale, ExecutionStatus.RUNNING, now(), attempts=())
+    with pytest.raises(LeaseLostError):  # not decided yet: finish's fence fails
+        await store.finish(eid, A, now(), attempts=())
+    stored = await store.get(eid)
+    assert stored.attempts == ()
+    assert stored.status is ExecutionStatus.QUEUED
+
+
 async def test_outcome_applies_only_at_finish(store: SqlExecutionStore, new_execution: Any) -> None:
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)

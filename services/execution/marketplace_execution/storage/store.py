@@ -23,14 +23,15 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from marketplace_common.db import run_transaction
+from marketplace_common.db import run_statement, run_transaction
 from marketplace_common.errors import ErrorType, IdempotencyKeyReusedError
 from marketplace_common.paging import PageCursor
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 from marketplace_execution.domain.access import OwnerScope
 from marketplace_execution.domain.errors import (
@@ -126,6 +127,8 @@ class SqlExecutionStore:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        bind = sessionmaker.kw.get("bind")
+        self._postgres = bind is not None and bind.dialect.name == "postgresql"
 
     # --- reads ----------------------------------------------------------
 
@@ -336,6 +339,18 @@ class SqlExecutionStore:
         """
         fence = [*_held(execution_id, lease), E.status.in_(_ACTIVE)]
         fence.append(E.pending_outcome.is_(None) if deciding else E.pending_outcome.is_not(None))
+        if attempts is not None and self._postgres:
+            # One statement, one round trip (no BEGIN/COMMIT): the fenced UPDATE,
+            # and the attempt inserted by a data-modifying CTE of the same statement.
+            row = await run_statement(
+                self._sessionmaker, _fenced_statement(fence, values, execution_id, attempt)
+            )
+            if row is None:
+                raise LeaseLostError(execution_id, f"{lease.owner} (epoch {lease.epoch})")
+            known = list(attempts)
+            if attempt is not None and all(a.number != attempt.number for a in known):
+                known.append(attempt)
+            return dataclasses.replace(_view(row), attempts=tuple(known))
 
         async def fn(session: AsyncSession) -> Execution:
             # RETURNING: the updated row comes back with the UPDATE (one statement
@@ -426,6 +441,40 @@ class SqlExecutionStore:
             "updated_at": now,
         }
         return await self._fenced(execution_id, lease, values, deciding=False, attempts=attempts)
+
+
+def _fenced_statement(
+    fence: Sequence[Any],
+    values: Mapping[str, object],
+    execution_id: uuid.UUID,
+    attempt: AttemptView | None,
+) -> Executable:
+    """PostgreSQL: the fenced UPDATE ... RETURNING the row, with ``attempt`` inserted
+    (once per number) in the same statement when given; no row when the fence fails."""
+    updated = (
+        update(E)
+        .where(*fence)
+        .values(**values)
+        .returning(*_EXECUTION_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
+    if attempt is None:
+        return updated
+    fenced = updated.cte("fenced")
+    row = attempt_row(execution_id, attempt)
+    columns = [c for c in AttemptRow.__table__.columns if c.key != "id"]
+    inserted = (
+        pg_insert(AttemptRow)
+        .from_select(
+            [c.key for c in columns],
+            select(*(literal(getattr(row, c.key), type_=c.type) for c in columns)).select_from(
+                fenced
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["execution_id", "number"])
+        .cte("attempt")
+    )
+    return select(*(fenced.c[c.key] for c in _EXECUTION_COLUMNS)).add_cte(inserted)
 
 
 def _held(execution_id: uuid.UUID, lease: Lease) -> tuple[Any, ...]:
