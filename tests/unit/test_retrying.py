@@ -16,8 +16,6 @@ from marketplace_common.classify import as_agent_error
 from marketplace_common.errors import (
     AgentError,
     ErrorType,
-    FieldViolation,
-    LLMFixableError,
     NotFoundError,
     RateLimitedError,
     UnavailableError,
@@ -28,8 +26,6 @@ from marketplace_common.retrying import (
     RetryPolicy,
     SystemClock,
     WaitPlan,
-    compute_delay,
-    delay_allowed,
     retry_call,
 )
 from marketplace_common.status import RETRY_PUSHBACK_METADATA_KEY
@@ -278,24 +274,28 @@ async def test_a_cancelled_wait_ends_the_retries() -> None:
 POLICY = RetryPolicy(max_attempts=4, max_llm_fixable_attempts=3, base_delay=0.2, max_delay=10)
 
 
-def test_compute_delay_prefers_server_direction() -> None:
-    assert compute_delay(RateLimitedError("x", retry_after=4), 1, POLICY, MaxRng()) == (
-        4,
-        DelaySource.SERVER_RETRY_AFTER,
-    )
-    assert compute_delay(down(), 3, POLICY, MaxRng()) == (0.8, DelaySource.BACKOFF)
-    bad = LLMFixableError("invalid output", violations=[FieldViolation("a", "is required")])
-    assert compute_delay(bad, 1, POLICY, MaxRng()) == (0.0, DelaySource.NONE)
+def test_the_wait_plan_prefers_server_direction() -> None:
+    wait = Backoff(POLICY.base_delay, POLICY.max_delay, MaxRng())
+    server = wait.plan(1, RateLimitedError("x", retry_after=4))
+    assert (server.delay, server.source) == (4, DelaySource.SERVER_RETRY_AFTER)
+    backoff = wait.plan(3, down())
+    assert (backoff.delay, backoff.source) == (0.8, DelaySource.BACKOFF)
 
 
 @pytest.mark.parametrize(
     ("delay", "time_left", "allowed"),
     [(10, None, True), (10.5, None, False), (3, 3.5, True), (3, 3, False), (3, -1, False)],
 )
-def test_delay_allowed_within_cap_and_deadline(
+def test_a_delay_is_allowed_within_cap_and_deadline(
     delay: float, time_left: float | None, allowed: bool
 ) -> None:
-    assert delay_allowed(delay, POLICY, time_left) is allowed
+    assert Backoff(POLICY.base_delay, POLICY.max_delay).allows(delay, time_left) is allowed
+
+
+def test_a_delay_past_the_cap_is_allowed_when_directed_delays_are_capped() -> None:
+    wait = Backoff(0.2, 10, cap_directed=True)
+    assert wait.allows(30, None)
+    assert not wait.allows(30, 5)
 
 
 @pytest.mark.parametrize(

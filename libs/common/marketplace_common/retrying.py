@@ -21,11 +21,11 @@ stop. Its caller gives it:
 Whatever is raised at the end is the last attempt's own exception, so callers
 map it as they would without retries.
 
-The module also holds what the LLM attempt loop shares with it: the
-:class:`RetryPolicy` budgets, :class:`DelaySource`,
-:func:`compute_delay` and :func:`delay_allowed`. It is plain Python (no
-transport, no database): adapters classify errors, this module only reads
-the taxonomy.
+The LLM attempt loop, which cannot run on :func:`retry_call` (its module
+docstring says why), uses the same wait rule (:meth:`Backoff.plan`,
+:meth:`Backoff.allows`) with its :class:`RetryPolicy` budgets. The module is
+plain Python (no transport, no database): adapters classify errors, this
+module only reads the taxonomy.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.errors import AgentError
 
 __all__ = [
     "JITTER",
@@ -52,8 +52,6 @@ __all__ = [
     "SystemClock",
     "WaitPlan",
     "backoff_delay",
-    "compute_delay",
-    "delay_allowed",
     "directed_delay",
     "retry_call",
 ]
@@ -161,6 +159,14 @@ class Backoff:
             delay = min(delay, self.maximum)
         return WaitPlan(attempt, error, delay, DelaySource.SERVER_RETRY_AFTER)
 
+    def allows(self, delay: float, time_left: float | None) -> bool:
+        """Whether a planned delay is waited out: not a server-directed delay past
+        ``maximum`` (unless ``cap_directed``), and over before the deadline
+        (``time_left`` seconds away; None for no deadline)."""
+        if delay > self.maximum and not self.cap_directed:
+            return False
+        return time_left is None or delay < time_left
+
 
 async def retry_call(
     fn: Callable[[], Awaitable[T]],
@@ -207,12 +213,10 @@ async def retry_call(
         return plans[state.attempt_number].delay
 
     def stop(state: RetryCallState) -> bool:
-        delay = plans[state.attempt_number].delay
         if attempts is not None and state.attempt_number >= attempts:
             return True
-        if delay > wait.maximum and not wait.cap_directed:
-            return True  # a server-directed delay past the cap is not waited out
-        return deadline is not None and delay >= deadline - (clock.monotonic() - started)
+        time_left = None if deadline is None else deadline - (clock.monotonic() - started)
+        return not wait.allows(plans[state.attempt_number].delay, time_left)
 
     def announce(state: RetryCallState) -> None:
         if before_wait is not None:
@@ -265,22 +269,3 @@ class RetryPolicy:
             raise ValueError("delays must not be negative")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive (or None)")
-
-
-def compute_delay(
-    exc: BaseException, attempt: int, policy: RetryPolicy, rng: random.Random
-) -> tuple[float, DelaySource]:
-    """The wait before retrying after ``exc`` ended the ``attempt``-th try.
-
-    A server-directed delay wins over backoff (and is returned uncapped:
-    check it with ``delay_allowed``). LLM_FIXABLE errors are re-asked at once.
-    """
-    if isinstance(exc, AgentError) and exc.error_type is ErrorType.LLM_FIXABLE:
-        return 0.0, DelaySource.NONE
-    found = Backoff(policy.base_delay, policy.max_delay, rng).plan(attempt, exc)
-    return found.delay, found.source
-
-
-def delay_allowed(delay: float, policy: RetryPolicy, time_left: float | None) -> bool:
-    """False when a delay is not worth waiting out: above the cap or not before the deadline."""
-    return delay <= policy.max_delay and (time_left is None or delay < time_left)

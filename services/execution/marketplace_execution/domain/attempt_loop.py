@@ -45,6 +45,21 @@ when nothing follows.
 
 Cancellation (``asyncio.CancelledError``) is never caught: it propagates
 from the provider call, the pacing wait or a backoff sleep at once.
+
+Why this loop is not ``marketplace_common.retrying.retry_call``: it uses the
+kit's wait rule (``Backoff.plan``: the server's delay, else full-jitter
+backoff; ``Backoff.allows``: not past the cap or the deadline), but
+``retry_call`` cannot express the rest of the transient path. Its callback
+before a wait is synchronous, so an attempt could be stored only once the
+wait is over (a watcher would see the attempt and RETRY_SCHEDULED late); it
+re-raises the attempt's own error, not a retry-budget refusal nor the error
+carrying a delay past the cap; it counts every attempt, where a 429 is not
+charged; it sleeps every wait, where the key's permit waits out a cooldown
+(which is BACKOFF, not SERVER_RETRY_AFTER, without Retry-After); and re-asks
+and fallbacks would still need this loop around it. A sketch of the transient
+path on ``retry_call`` took 66 lines with adapters for each of these (and
+still changed when attempts are stored); here it is ``_retry``, 33 lines,
+and one sleep in the loop.
 """
 
 from __future__ import annotations
@@ -54,7 +69,6 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from jsonschema.protocols import Validator
@@ -70,14 +84,7 @@ from marketplace_common.errors import (
     failure_code,
 )
 from marketplace_common.logging import get_logger
-from marketplace_common.retrying import (
-    Clock,
-    DelaySource,
-    RetryPolicy,
-    SystemClock,
-    compute_delay,
-    delay_allowed,
-)
+from marketplace_common.retrying import Backoff, Clock, DelaySource, RetryPolicy, SystemClock
 
 from marketplace_execution.domain.limits import (
     MemoryLimitState,
@@ -129,39 +136,18 @@ class _Run:
 
 
 @dataclass(frozen=True, slots=True)
-class _Result:
-    """One provider call: the answer, or the exception and its classification."""
-
-    started_at: datetime
-    finished_at: datetime
-    paced: float
-    text: str | None = None
-    model: str | None = None
-    usage: LLMUsage | None = None
-    value: Any = None
-    exc: BaseException | None = None
-    error: AgentError | None = None
-    call: CallResult | None = None
-
-    @property
-    def cost_nanos(self) -> int:
-        return 0 if self.call is None else self.call.cost_nanos
-
-
-@dataclass(frozen=True, slots=True)
 class _Next:
-    """What follows an attempt: a retry after ``delay``, or the end (``stop`` set).
+    """What follows an attempt: nothing (``request`` None: a valid answer, or ``stop``
+    ends the run), or another attempt asking ``request`` after ``delay`` (recorded
+    with ``source``). The loop sleeps the delay itself when ``sleep`` (a backoff);
+    the pacer pauses before a re-ask, the key's permit waits out a cooldown.
+    ``fallback``: the next attempt asks the next model of the chain."""
 
-    ``sleep``: the loop sleeps ``delay`` itself (False when the key's permit
-    waits out a cooldown instead); ``fallback``: the next call asks the
-    next model of the chain.
-    """
-
-    delay: float
-    source: DelaySource
+    delay: float = 0.0
+    source: DelaySource = DelaySource.NONE
     request: LLMRequest | None = None
     stop: AgentError | None = None
-    sleep: bool = True
+    sleep: bool = False
     fallback: bool = False
 
 
@@ -184,7 +170,9 @@ class AttemptRunner:
         self.policy = policy or RetryPolicy()
         self._clock: Clock = clock or SystemClock()
         self.pacer = pacer or Pacer(clock=self._clock)
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(
+            self.policy.base_delay, self.policy.max_delay, rng or random.Random()
+        )
         self.metrics: LLMMetrics = metrics or UncountedMetrics()
         if controls is None:
             limiter = ProviderLimiter(MemoryLimitState(clock=self._clock), clock=self._clock)
@@ -229,22 +217,21 @@ class AttemptRunner:
             return JobResult(None, job.model, self._budget_exhausted(run))
         while True:
             run.number += 1
-            result = await self._call(run, validator)
-            run.spent_nanos += result.cost_nanos
-            following = self._next(run, result)
-            attempt = self._attempt(run, result, following)
+            call = await self._call(run, validator)
+            run.spent_nanos += call.cost_nanos
+            following = self._next(run, call)
+            attempt = self._attempt(run, call, following)
             run.attempts.append(attempt)
-            self._report(attempt, result, following)
+            self._report(attempt, call, following)
             if on_attempt is not None:
                 await on_attempt(attempt, following.request is not None)
-            if result.error is None:
-                return JobResult(result.text, result.model or job.model, None, (*run.attempts,))
-            if following.stop is not None:
+            if call.error is None and call.response is not None:
+                answer = call.response
+                return JobResult(answer.text, answer.model or job.model, None, (*run.attempts,))
+            if following.request is None:
                 return JobResult(None, job.model, following.stop, (*run.attempts,))
-            own_sleep = following.sleep and following.source is not DelaySource.PACING
-            if own_sleep and following.delay > 0:
+            if following.sleep and following.delay > 0:
                 await self._clock.sleep(following.delay)
-            assert following.request is not None
             run.request = following.request
             if following.fallback:
                 run.model_index += 1
@@ -257,73 +244,117 @@ class AttemptRunner:
             deadline = job.time_left if deadline is None else min(deadline, job.time_left)
         return replace(self.policy, max_attempts=job.max_attempts, deadline=deadline)
 
-    async def _call(self, run: _Run, validator: Validator | None) -> _Result:
-        """One attempt: pacing, the key's permit and the call (one call per attempt)."""
-        fallback_after = None
+    async def _call(self, run: _Run, validator: Validator | None) -> CallResult:
+        """One attempt: pacing, the key's permit and the call (one call per attempt).
+
+        Its ``waited`` is the pacing pause and the permit's wait; an answer that
+        fails validation is its error.
+        """
+        max_cooldown = None
         if run.next_model is not None:
-            fallback_after = self.controls.fallback_after_cooldown
+            max_cooldown = self.controls.fallback_after_cooldown
         async with self.pacer.pace() as paced:
             try:
                 call = await self.calls.call(
-                    run.request,
-                    run.model,
-                    run.deadline,
-                    max_cooldown=fallback_after,
+                    run.request, run.model, run.deadline, max_cooldown=max_cooldown
                 )
             except asyncio.CancelledError:
                 self.metrics.count_attempt(self.provider.name, NO_ERROR, "cancelled")
                 raise
-        waited = paced + call.waited
-        response = call.response
-        if response is None:
-            error = call.error
-            if error is None:  # no call: the key cools down longer than the fallback allows
-                error = RateLimitedError(
-                    f"{self.calls.key(call.model)} cools down for {call.cooldown or 0:.1f} s",
-                    retry_after=call.cooldown,
-                )
-            exc = call.exc or error
-            return _Result(
-                call.started_at, call.finished_at, waited, exc=exc, error=error, call=call
+        call = replace(call, waited=paced + call.waited)
+        if call.response is None and call.error is None:
+            # No call: the key cools down longer than the fallback allows.
+            cooling = RateLimitedError(
+                f"{self.calls.key(call.model)} cools down for {call.cooldown or 0:.1f} s",
+                retry_after=call.cooldown,
             )
-        answer = _Result(
-            call.started_at,
-            call.finished_at,
-            waited,
-            text=response.text,
-            model=response.model,
-            usage=response.usage,
-            call=call,
-        )
-        if validator is None:
-            return answer
+            return replace(call, exc=cooling, error=cooling)
+        if call.response is None or validator is None:
+            return call
         try:
-            return replace(answer, value=validate_output(response.text, validator))
+            validate_output(call.response.text, validator)
         except (LLMFixableError, InvalidArgumentError) as invalid:
-            return replace(answer, exc=invalid, error=invalid)
+            return replace(call, exc=invalid, error=invalid)
+        return call
 
-    def _next(self, run: _Run, result: _Result) -> _Next:
-        error, exc = result.error, result.exc
+    def _next(self, run: _Run, call: CallResult) -> _Next:
+        error, exc = call.error, call.exc
         if error is None or exc is None:
-            return _Next(0.0, DelaySource.NONE)
+            return _Next()
         if self._over_cost_cap(run):
-            return _Next(0.0, DelaySource.NONE, stop=self._budget_exhausted(run))
+            return _Next(stop=self._budget_exhausted(run))
         error_type = error_type_of(exc)
         if error_type is ErrorType.LLM_FIXABLE and isinstance(error, LLMFixableError):
-            return self._next_after_fixable(run, error, result)
+            return self._reask(run, error, call)
         run.last_violations = None  # "twice in a row" means consecutive attempts
         if isinstance(error, PermitDeadlineError):
-            return _Next(0.0, DelaySource.NONE, stop=error)
-        if self._falls_back(run, exc, result.call):
-            return _Next(0.0, DelaySource.NONE, request=run.request, fallback=True)
+            return _Next(stop=error)
+        if self._falls_back(run, exc, call):
+            return _Next(request=run.request, fallback=True)
         if error_type is ErrorType.TRANSIENT:
-            return self._next_after_transient(run, error, exc, result)
-        return _Next(0.0, DelaySource.NONE, stop=error)
+            return self._retry(run, error, call)
+        return _Next(stop=error)
 
-    def _falls_back(self, run: _Run, exc: BaseException, call: CallResult | None) -> bool:
+    def _retry(self, run: _Run, error: AgentError, call: CallResult) -> _Next:
+        """After a TRANSIENT error: the same request again, if the budgets allow,
+        after the key's cooldown or the kit's wait rule (the server's delay, else
+        full-jitter backoff), unless that delay is past the cap or the deadline."""
+        if call.rate_limited:  # not charged: the limit is the key's, not this run's
+            run.rate_limited += 1
+            if run.rate_limited > MAX_RATE_LIMITED:
+                return _Next(stop=error)
+        else:
+            run.transient_failures += 1
+            if run.transient_failures >= run.policy.max_attempts:
+                return _Next(stop=error)
+            budget, key = self.controls.budget, self.calls.key(run.model)
+            if budget is not None and not budget.try_retry(key):
+                self.metrics.count_budget_exhausted(self.provider.name, run.model)
+                refused = budget.exhausted(key)
+                refused.__cause__ = error
+                return _Next(stop=refused)
+        if call.cooldown is not None:
+            # The key cools down for every caller; the next permit waits it out.
+            server = DelaySource.SERVER_RETRY_AFTER if call.server_delay else DelaySource.BACKOFF
+            delay, source, sleep = call.cooldown, server, False
+        else:
+            plan = self._backoff.plan(run.transient_failures, error)
+            delay, source, sleep = plan.delay, plan.source, True
+        time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
+        if not self._backoff.allows(delay, time_left):
+            # docs/errors.md: a delay past the cap or the deadline is not waited
+            # out; the error goes back now, carrying the delay for RetryInfo.
+            error.retry_after = delay
+            return _Next(stop=error)
+        return _Next(delay, source, run.request, sleep=sleep)
+
+    def _reask(self, run: _Run, error: LLMFixableError, call: CallResult) -> _Next:
+        """After an invalid answer: the conversation with the answer and the
+        violations fed back, after the pacer's pause, unless the re-asks are spent
+        or the same violations came twice in a row."""
+        violations = error.violations
+        repeated = violations == run.last_violations
+        run.last_violations = violations
+        run.fixable_failures += 1
+        if repeated or run.fixable_failures >= run.policy.max_llm_fixable_attempts:
+            why = "the same validation error twice in a row" if repeated else "re-ask budget spent"
+            final = LLMOutputInvalidError(
+                f"the model's answer stayed invalid ({why}): {error.message}",
+                violations=violations,
+            )
+            final.__cause__ = error
+            return _Next(stop=final)
+        answer = "" if call.response is None else call.response.text
+        request = run.request.with_messages(
+            ChatMessage("assistant", answer), ChatMessage("user", feedback_message(violations))
+        )
+        pause = self.pacer.config.delay
+        return _Next(pause, DelaySource.PACING if pause > 0 else DelaySource.NONE, request)
+
+    def _falls_back(self, run: _Run, exc: BaseException, call: CallResult) -> bool:
         """Whether the next model takes over: the model's own error, or a long cooldown."""
         to_model = run.next_model
-        if to_model is None or call is None:
+        if to_model is None:
             return False
         limit = self.controls.fallback_after_cooldown
         cooling = call.cooldown is not None and call.cooldown > limit
@@ -344,86 +375,34 @@ class AttemptRunner:
             f"the cap per execution is {usd(cap):.6f} USD"
         )
 
-    def _next_after_transient(
-        self, run: _Run, error: AgentError, exc: BaseException, result: _Result
-    ) -> _Next:
-        policy, call = run.policy, result.call
-        cooldown = None if call is None else call.cooldown
-        charged = call is None or not call.rate_limited
-        if charged:
-            run.transient_failures += 1
-            if run.transient_failures >= policy.max_attempts:
-                return _Next(0.0, DelaySource.NONE, stop=error)
-            budget, key = self.controls.budget, self.calls.key(run.model)
-            if budget is not None and not budget.try_retry(key):
-                self.metrics.count_budget_exhausted(self.provider.name, run.model)
-                refused = budget.exhausted(key)
-                refused.__cause__ = error
-                return _Next(0.0, DelaySource.NONE, stop=refused)
-        else:
-            run.rate_limited += 1
-            if run.rate_limited > MAX_RATE_LIMITED:
-                return _Next(0.0, DelaySource.NONE, stop=error)
-        if cooldown is not None:
-            # The key cools down for every caller; the next permit waits it out.
-            server = call is not None and call.server_delay
-            delay = cooldown
-            source = DelaySource.SERVER_RETRY_AFTER if server else DelaySource.BACKOFF
-        else:
-            delay, source = compute_delay(error, run.transient_failures, policy, self._rng)
-        time_left = None if run.deadline is None else run.deadline - self._clock.monotonic()
-        if not delay_allowed(delay, policy, time_left):
-            # docs/errors.md: a delay past the cap or the deadline is not waited
-            # out; the error goes back now, carrying the delay for RetryInfo.
-            error.retry_after = delay
-            return _Next(0.0, DelaySource.NONE, stop=error)
-        return _Next(delay, source, request=run.request, sleep=cooldown is None)
-
-    def _next_after_fixable(self, run: _Run, error: LLMFixableError, result: _Result) -> _Next:
-        violations = error.violations
-        repeated = violations == run.last_violations
-        run.last_violations = violations
-        run.fixable_failures += 1
-        if repeated or run.fixable_failures >= run.policy.max_llm_fixable_attempts:
-            why = "the same validation error twice in a row" if repeated else "re-ask budget spent"
-            final = LLMOutputInvalidError(
-                f"the model's answer stayed invalid ({why}): {error.message}",
-                violations=violations,
-            )
-            final.__cause__ = error
-            return _Next(0.0, DelaySource.NONE, stop=final)
-        request = run.request.with_messages(
-            ChatMessage("assistant", result.text or ""),
-            ChatMessage("user", feedback_message(violations)),
-        )
-        pause = self.pacer.config.delay
-        return _Next(pause, _pacing_source(pause), request=request)
-
-    def _attempt(self, run: _Run, result: _Result, following: _Next) -> AttemptView:
-        error = following.stop if following.stop is not None else result.error
-        usage = result.usage or LLMUsage()
+    def _attempt(self, run: _Run, call: CallResult, following: _Next) -> AttemptView:
+        """The attempt as the execution stores it."""
+        error = following.stop if following.stop is not None else call.error
+        usage = call.usage or LLMUsage()
+        answered = "" if call.response is None else call.response.model
         return AttemptView(
             number=run.number,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
+            started_at=call.started_at,
+            finished_at=call.finished_at,
             error_type=None if error is None else error.error_type,
-            code="" if result.exc is None else failure_code(result.exc),
+            code="" if call.exc is None else failure_code(call.exc),
             message="" if error is None else error.message,
             retry_delay=following.delay,
             delay_source=following.source.value,
-            pacing_delay=result.paced,
-            model=result.model or run.model,
+            pacing_delay=call.waited,
+            model=answered or run.model,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            cost_nanos=result.cost_nanos,
+            cost_nanos=call.cost_nanos,
         )
 
-    def _report(self, attempt: AttemptView, result: _Result, following: _Next) -> None:
-        if result.error is None:
+    def _report(self, attempt: AttemptView, call: CallResult, following: _Next) -> None:
+        """The attempt's log line, count and span."""
+        if call.error is None:
             outcome = "succeeded"
         else:
             outcome = "failed" if following.stop is not None else "retried"
-        error_type = NO_ERROR if result.error is None else result.error.error_type.value
+        error_type = NO_ERROR if call.error is None else call.error.error_type.value
         code = attempt.code or "OK"
         self.metrics.count_attempt(self.provider.name, error_type, outcome)
         fields: dict[str, Any] = {
@@ -436,15 +415,15 @@ class AttemptRunner:
             "paced": round(attempt.pacing_delay, 3),
             "model": attempt.model,
         }
-        if result.usage is not None:
+        if call.usage is not None:
             fields["prompt_tokens"] = attempt.prompt_tokens
             fields["completion_tokens"] = attempt.completion_tokens
         if tracing.enabled():
             _trace(self.provider.name, fields, attempt, attempt.error_type is not None)
-        if result.error is None:
+        if call.error is None:
             self._log.info("llm.attempt", **fields)
         elif attempt.error_type is ErrorType.FATAL:
-            self._log.error("llm.attempt", message=attempt.message, exc_info=result.exc, **fields)
+            self._log.error("llm.attempt", message=attempt.message, exc_info=call.exc, **fields)
         else:
             self._log.warning("llm.attempt", message=attempt.message, **fields)
 
@@ -466,7 +445,3 @@ def _trace(provider: str, fields: dict[str, Any], attempt: AttemptView, failed: 
     tracing.record_span(
         "llm.attempt", attempt.started_at, attempt.finished_at, attributes, error=error
     )
-
-
-def _pacing_source(delay: float) -> DelaySource:
-    return DelaySource.PACING if delay > 0 else DelaySource.NONE
