@@ -316,8 +316,8 @@ async def run_statement(
     attempts: int = 3,
     base_delay: float = 0.01,
     max_delay: float = 0.5,
-) -> Row[Any] | None:
-    """One statement as its own transaction, autocommit: its first row (or None).
+) -> list[Row[Any]]:
+    """One statement as its own transaction, autocommit: the rows it returns.
 
     For a write that is one statement (an ``UPDATE ... RETURNING``, or several
     writes joined by data-modifying CTEs, which PostgreSQL runs atomically):
@@ -328,10 +328,11 @@ async def run_statement(
     """
     engine: AsyncEngine = sessionmaker.kw["bind"]
 
-    async def attempt() -> Row[Any] | None:
+    async def attempt() -> list[Row[Any]]:
         async with engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return (await autocommit.execute(statement)).first()
+            result = await autocommit.execute(statement)
+            return list(result) if result.returns_rows else []
 
     try:
         return await retry_call(

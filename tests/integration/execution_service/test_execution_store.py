@@ -184,6 +184,31 @@ async def test_a_fenced_write_given_the_attempts_is_fenced_alike(
     assert stored.status is ExecutionStatus.QUEUED
 
 
+async def test_a_claim_returns_each_execution_as_claimed_with_its_attempts(
+    store: SqlExecutionStore, new_execution: Any
+) -> None:
+    # The run starts from what the claim returned (no read of its own): a resumed
+    # execution comes with its attempts, a fresh one as stored, both with the new lease.
+    resumed = (await store.create(new_execution())).execution_id
+    await store.claim("a", 1, now(), LEASE)
+    await store.set_status(resumed, A, ExecutionStatus.RUNNING, now())
+    await store.add_attempt(
+        resumed, A, attempt(1, ErrorType.TRANSIENT), ExecutionStatus.RETRY_SCHEDULED, now()
+    )
+    fresh = (await store.create(new_execution())).execution_id
+    later = now() + timedelta(seconds=2 * LEASE)  # the lease of "a" has expired
+    claimed = await store.claim("b", 5, later, LEASE)
+    assert sorted(claimed) == sorted([resumed, fresh])
+    assert claimed.taken_over == 1
+    for execution_id in (resumed, fresh):
+        assert claimed.executions[execution_id] == await store.get(execution_id)
+    assert [a.number for a in claimed.executions[resumed].attempts] == [1]
+    assert claimed.executions[resumed].lease_owner == "b"
+    assert claimed.executions[resumed].lease_epoch == claimed.epochs[resumed] == 2
+    assert claimed.executions[fresh].attempts == ()
+    assert claimed.executions[fresh].lease_epoch == claimed.epochs[fresh] == 1
+
+
 async def test_outcome_applies_only_at_finish(store: SqlExecutionStore, new_execution: Any) -> None:
     eid = (await store.create(new_execution())).execution_id
     await store.claim("a", 1, now(), LEASE)

@@ -56,17 +56,20 @@ class Lease:
 class Claimed(list[uuid.UUID]):
     """The executions a claim took, and how many of them it took over from another
     worker whose lease had expired (the rest were free); ``epochs`` holds each
-    one's epoch after this claim."""
+    one's epoch after this claim, ``executions`` each one as claimed (with its
+    attempts), so a run starts without reading it again."""
 
     def __init__(
         self,
         ids: Sequence[uuid.UUID] = (),
         taken_over: int = 0,
         epochs: Mapping[uuid.UUID, int] | None = None,
+        executions: Mapping[uuid.UUID, Execution] | None = None,
     ) -> None:
         super().__init__(ids)
         self.taken_over = taken_over
         self.epochs: dict[uuid.UUID, int] = dict(epochs or {})
+        self.executions: dict[uuid.UUID, Execution] = dict(executions or {})
 
 
 class ExecutionStore(Protocol):

@@ -203,12 +203,15 @@ class WorkerPool:
             return 0
         self.claimed_total += len(ids)
         for execution_id in ids:
-            self._spawn(execution_id, Lease(self.owner, ids.epochs[execution_id]))
+            lease = Lease(self.owner, ids.epochs[execution_id])
+            self._spawn(execution_id, lease, ids.executions.get(execution_id))
         return len(ids)
 
-    def _spawn(self, execution_id: uuid.UUID, lease: Lease) -> None:
+    def _spawn(
+        self, execution_id: uuid.UUID, lease: Lease, claimed: Execution | None = None
+    ) -> None:
         task = asyncio.create_task(
-            self._process(execution_id, lease), name=f"execution-{execution_id}"
+            self._process(execution_id, lease, claimed), name=f"execution-{execution_id}"
         )
         self._runs[execution_id] = (None, task)
         self._leases[execution_id] = lease
@@ -257,15 +260,20 @@ class WorkerPool:
 
     # --- one execution ----------------------------------------------------
 
-    async def _process(self, execution_id: uuid.UUID, lease: Lease) -> None:
+    async def _process(
+        self, execution_id: uuid.UUID, lease: Lease, claimed: Execution | None = None
+    ) -> None:
+        """Runs one claimed execution (``claimed``: as the claim returned it, else read)."""
         log = _log.bind(execution_id=str(execution_id), owner=self.owner)
         try:
-            execution = await until_stored(
-                lambda: self._ctx.store.get(execution_id),
-                what="get",
-                execution_id=execution_id,
-                policy=self._ctx.store_retry,
-            )
+            execution = claimed
+            if execution is None:
+                execution = await until_stored(
+                    lambda: self._ctx.store.get(execution_id),
+                    what="get",
+                    execution_id=execution_id,
+                    policy=self._ctx.store_retry,
+                )
             with observed(execution, self.owner):
                 run = ExecutionRun(self._ctx, execution, lease)
                 self._runs[execution_id] = (run, self._runs[execution_id][1])

@@ -231,6 +231,33 @@ class SqlExecutionStore:
             # never a second run of them in the same pool.
             claimable = and_(claimable, E.execution_id.not_in(list(skip)))
 
+        lease = {
+            "lease_owner": owner,
+            "lease_epoch": E.lease_epoch + 1,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "heartbeat_at": now,
+        }
+        if self._postgres:
+            # One statement: pick (SKIP LOCKED) and lease in a CTE, the rows come back
+            # whole with the owner each had; then the attempts of the resumed ones.
+            picked = (
+                select(E.execution_id, E.lease_owner)
+                .where(claimable)
+                .order_by(E.lease_expires_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .cte("picked")
+            )
+            statement = (
+                update(E)
+                .where(E.execution_id == picked.c.execution_id, claimable)
+                .values(**lease)
+                .returning(*_EXECUTION_COLUMNS, picked.c.lease_owner.label("previous_owner"))
+                .execution_options(synchronize_session=False)
+            )
+            rows = await run_statement(self._sessionmaker, statement)
+            return await self._claimed(owner, rows)
+
         async def fn(session: AsyncSession) -> Claimed:
             rows = list(
                 await session.execute(
@@ -243,27 +270,43 @@ class SqlExecutionStore:
             )
             if not rows:
                 return Claimed()
-            ids = [row.execution_id for row in rows]
-            claimed = await session.execute(
-                update(E)
-                .where(E.execution_id.in_(ids), claimable)
-                .values(
-                    lease_owner=owner,
-                    lease_epoch=E.lease_epoch + 1,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    heartbeat_at=now,
+            previous = {row.execution_id: row.lease_owner for row in rows}
+            claimed = list(
+                await session.execute(
+                    update(E)
+                    .where(E.execution_id.in_(list(previous)), claimable)
+                    .values(**lease)
+                    .returning(*_EXECUTION_COLUMNS)
+                    .execution_options(synchronize_session=False)
                 )
-                .returning(E.execution_id, E.lease_epoch)
-                .execution_options(synchronize_session=False)
             )
-            epochs = {row.execution_id: row.lease_epoch for row in claimed}
-            # A lease that expired in another worker's hands (a release clears the owner).
-            taken_over = sum(
-                1 for r in rows if r.execution_id in epochs and r.lease_owner not in (None, owner)
-            )
-            return Claimed([i for i in ids if i in epochs], taken_over, epochs)
+            resumed = [r for r in claimed if r.status != ExecutionStatus.QUEUED.value]
+            attempts = await _attempts_of(session, resumed)
+            order = {execution_id: i for i, execution_id in enumerate(previous)}
+            claimed.sort(key=lambda r: order[r.execution_id])
+            return _claimed(owner, claimed, previous, attempts)
 
         return await run_transaction(self._sessionmaker, fn)
+
+    async def _claimed(self, owner: str, rows: Sequence[Any]) -> Claimed:
+        """A PostgreSQL claim's answer: the attempts of the resumed executions read in
+        one more statement (a QUEUED execution has none: its status turns RUNNING
+        before its first attempt, and never goes back)."""
+        if not rows:
+            return Claimed()
+        resumed = [r.execution_id for r in rows if r.status != ExecutionStatus.QUEUED.value]
+        attempts: dict[uuid.UUID, list[Any]] = {}
+        if resumed:
+            found = await run_statement(
+                self._sessionmaker,
+                select(*_ATTEMPT_COLUMNS)
+                .where(AttemptRow.execution_id.in_(resumed))
+                .order_by(AttemptRow.execution_id, AttemptRow.number),
+            )
+            for attempt in found:
+                attempts.setdefault(attempt.execution_id, []).append(attempt)
+        previous = {r.execution_id: r.previous_owner for r in rows}
+        return _claimed(owner, rows, previous, attempts)
 
     async def queue_stats(self, now: datetime) -> QueueStats:
         claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
@@ -342,9 +385,10 @@ class SqlExecutionStore:
         if attempts is not None and self._postgres:
             # One statement, one round trip (no BEGIN/COMMIT): the fenced UPDATE,
             # and the attempt inserted by a data-modifying CTE of the same statement.
-            row = await run_statement(
+            rows = await run_statement(
                 self._sessionmaker, _fenced_statement(fence, values, execution_id, attempt)
             )
+            row = rows[0] if rows else None
             if row is None:
                 raise LeaseLostError(execution_id, f"{lease.owner} (epoch {lease.epoch})")
             known = list(attempts)
@@ -475,6 +519,38 @@ def _fenced_statement(
         .cte("attempt")
     )
     return select(*(fenced.c[c.key] for c in _EXECUTION_COLUMNS)).add_cte(inserted)
+
+
+async def _attempts_of(session: AsyncSession, rows: Sequence[Any]) -> dict[uuid.UUID, list[Any]]:
+    """The attempts of the executions of ``rows``, by execution, in order."""
+    attempts: dict[uuid.UUID, list[Any]] = {}
+    if rows:
+        found = await session.execute(
+            select(*_ATTEMPT_COLUMNS)
+            .where(AttemptRow.execution_id.in_([r.execution_id for r in rows]))
+            .order_by(AttemptRow.execution_id, AttemptRow.number)
+        )
+        for attempt in found:
+            attempts.setdefault(attempt.execution_id, []).append(attempt)
+    return attempts
+
+
+def _claimed(
+    owner: str,
+    rows: Sequence[Any],
+    previous: Mapping[uuid.UUID, str | None],
+    attempts: Mapping[uuid.UUID, Sequence[Any]],
+) -> Claimed:
+    """What a claim took: ``rows`` (leased now, in claim order), the owner each had."""
+    ids = [r.execution_id for r in rows]
+    # A lease that expired in another worker's hands (a release clears the owner).
+    taken_over = sum(1 for i in ids if previous[i] not in (None, owner))
+    return Claimed(
+        ids,
+        taken_over,
+        {r.execution_id: r.lease_epoch for r in rows},
+        {r.execution_id: execution_view(r, attempts.get(r.execution_id, ())) for r in rows},
+    )
 
 
 def _held(execution_id: uuid.UUID, lease: Lease) -> tuple[Any, ...]:
