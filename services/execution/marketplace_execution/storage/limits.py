@@ -1,9 +1,9 @@
 """The provider-key limiter's state in PostgreSQL, shared by every replica.
 
-One row per key in ``llm_limits``; each operation is one short statement in its
-own transaction (a reservation is one ``INSERT ... ON CONFLICT DO UPDATE ...
-RETURNING``), so replicas serialize on the key's row for microseconds and never
-hold a lock across a wait. Times are the database's clock
+One row per key in ``llm_limits``; each operation is one short statement that is
+its own transaction (autocommit, one round trip; a reservation is one ``INSERT
+... ON CONFLICT DO UPDATE ... RETURNING``), so replicas serialize on the key's
+row for microseconds and never hold a lock across a wait. Times are the database's clock
 (``statement_timestamp()`` as epoch seconds), so replicas on hosts whose clocks
 disagree still share one timeline; callers only ever see differences (waits).
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace_common.db import make_sessionmaker, run_transaction
+from marketplace_common.db import make_sessionmaker, run_statement, run_transaction
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -87,11 +87,9 @@ class SqlLimitState:
         self._sessions = make_sessionmaker(engine)
 
     async def _one(self, statement: TextClause, **params: object) -> tuple[Any, ...] | None:
-        async def work(session: AsyncSession) -> tuple[Any, ...] | None:
-            row = (await session.execute(statement, params)).first()
-            return None if row is None else tuple(row)
-
-        return await run_transaction(self._sessions, work)
+        # One statement, autocommit: one round trip (no BEGIN/COMMIT around it).
+        rows = await run_statement(self._sessions, statement.bindparams(**params))
+        return tuple(rows[0]) if rows else None
 
     async def reserve(self, key: str, cost: Cost) -> Reservation:
         row = await self._one(
@@ -127,7 +125,6 @@ class SqlLimitState:
         return await run_transaction(self._sessions, work)
 
     async def settle(self, key: str, token_seconds: float) -> None:
-        async def work(session: AsyncSession) -> None:
-            await session.execute(_SETTLE, {"key": key, "token_seconds": token_seconds})
-
-        await run_transaction(self._sessions, work)
+        await run_statement(
+            self._sessions, _SETTLE.bindparams(key=key, token_seconds=token_seconds)
+        )
