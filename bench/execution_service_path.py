@@ -28,7 +28,7 @@ import grpc
 import grpc.aio
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace.execution.v1 import execution_pb2, execution_pb2_grpc
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.paging import PageCursor
 from marketplace_execution.domain.models import Execution, ExecutionStatus
@@ -181,7 +181,7 @@ async def bench_service_path(
         api, api_port = await create_server(_settings(url, bids_target, 0, delay))
         await _submit_all(f"127.0.0.1:{api_port}", runs)
         engine = create_engine(url)
-        store = SqlExecutionStore(make_sessionmaker(engine))
+        store = SqlExecutionStore(engine)
         lags: list[float] = []
         stop = asyncio.Event()
         probe = asyncio.create_task(lag_probe(lags, stop))

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg  # type: ignore[import-untyped]
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.migrations import upgrade_async
 from marketplace_common.pg_admin import asyncpg_dsn, throwaway_database
 from marketplace_execution.domain.models import ExecutionStatus, NewExecution, Outcome
@@ -146,7 +146,7 @@ async def bench_ours(url: str, n: int, concurrency: int) -> Result:
     xacts = [await _xacts(url)]
     engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=0)
     try:
-        store = SqlExecutionStore(make_sessionmaker(engine))
+        store = SqlExecutionStore(engine)
         enqueue = await _gather_limited(
             [lambda: store.create(_new_execution()) for _ in range(n)], concurrency
         )
@@ -155,7 +155,7 @@ async def bench_ours(url: str, n: int, concurrency: int) -> Result:
     xacts.append(await _xacts(url))
     engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=0)
     try:
-        store = SqlExecutionStore(make_sessionmaker(engine))
+        store = SqlExecutionStore(engine)
         start = time.perf_counter()
         await _work_ours(store, n, concurrency)
         process = time.perf_counter() - start

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import structlog
-from marketplace_common.db import create_engine, make_sessionmaker, run_transaction
+from marketplace_common.db import create_engine, run_transaction
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 SECRET = "prompt text the caller sent 7f3a"
 
@@ -20,9 +20,8 @@ def any_db_url(request: pytest.FixtureRequest) -> str:
 
 async def test_error_log_line_of_a_failed_statement_has_no_parameters(any_db_url: str) -> None:
     engine = create_engine(any_db_url)
-    sessionmaker = make_sessionmaker(engine)
 
-    async def insert(session: AsyncSession) -> None:
+    async def insert(session: AsyncConnection) -> None:
         # Refused without the server echoing the value: too long for PostgreSQL,
         # a NOT NULL violation for SQLite (which does not check VARCHAR lengths).
         await session.execute(text("CREATE TEMPORARY TABLE t (v VARCHAR(5), n INTEGER NOT NULL)"))
@@ -32,7 +31,7 @@ async def test_error_log_line_of_a_failed_statement_has_no_parameters(any_db_url
 
     try:
         with pytest.raises(Exception) as caught:
-            await run_transaction(sessionmaker, insert)
+            await run_transaction(engine, insert)
     finally:
         await engine.dispose()
     log = structlog.wrap_logger(

@@ -14,7 +14,6 @@ from marketplace_common import db_postgres
 from marketplace_common.db import (
     create_engine,
     is_postgres,
-    make_sessionmaker,
     read_transaction,
     run_statement,
     run_transaction,
@@ -24,7 +23,7 @@ from marketplace_common.errors import ConflictError, UnavailableError
 from marketplace_common.pg_admin import asyncpg_dsn
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 @pytest.fixture
@@ -39,8 +38,8 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
+def sessions(engine: AsyncEngine) -> AsyncEngine:
+    return engine
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ async def admin(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-async def _values(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
+async def _values(sessions: AsyncEngine) -> list[int]:
     async with read_transaction(sessions) as session:
         rows = await session.scalars(text("SELECT value FROM counter ORDER BY id"))
         return list(rows.all())
@@ -64,7 +63,7 @@ async def test_engine_reports_postgres(engine: AsyncEngine) -> None:
 async def test_engine_sets_application_name_and_timeouts(pg_url: str) -> None:
     eng = create_engine(pg_url, statement_timeout_ms=1234, lock_timeout_ms=567)
     try:
-        async with read_transaction(make_sessionmaker(eng)) as session:
+        async with read_transaction(eng) as session:
             assert await session.scalar(text("SHOW application_name")) == "marketplace"
             assert await session.scalar(text("SHOW statement_timeout")) == "1234ms"
             assert await session.scalar(text("SHOW lock_timeout")) == "567ms"
@@ -72,7 +71,7 @@ async def test_engine_sets_application_name_and_timeouts(pg_url: str) -> None:
         await eng.dispose()
 
 
-async def test_savepoint_rolls_back_alone(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_savepoint_rolls_back_alone(sessions: AsyncEngine) -> None:
     async with write_transaction(sessions) as session:
         await session.execute(text("INSERT INTO item VALUES ('a')"))
         savepoint = await session.begin_nested()
@@ -85,7 +84,7 @@ async def test_savepoint_rolls_back_alone(sessions: async_sessionmaker[AsyncSess
     assert list(names) == ["a", "c"]
 
 
-async def test_read_transaction_is_read_only(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_read_transaction_is_read_only(sessions: AsyncEngine) -> None:
     async def write_in_read() -> None:
         async with read_transaction(sessions) as session:
             await session.execute(text("INSERT INTO item VALUES ('a')"))
@@ -97,7 +96,7 @@ async def test_read_transaction_is_read_only(sessions: async_sessionmaker[AsyncS
 
 async def test_read_only_does_not_stick_to_the_pooled_connection(pg_url: str) -> None:
     eng = create_engine(pg_url, pool_size=1, max_overflow=0)
-    sessions = make_sessionmaker(eng)
+    sessions = eng
     try:
         async with read_transaction(sessions) as session:
             assert await session.scalar(text("SHOW transaction_read_only")) == "on"
@@ -109,13 +108,13 @@ async def test_read_only_does_not_stick_to_the_pooled_connection(pg_url: str) ->
 
 
 async def test_run_transaction_retries_a_real_deadlock(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     locked = {1: asyncio.Event(), 2: asyncio.Event()}
     calls = {1: 0, 2: 0}
 
-    def transfer(first: int, second: int) -> Callable[[AsyncSession], Awaitable[None]]:
-        async def work(session: AsyncSession) -> None:
+    def transfer(first: int, second: int) -> Callable[[AsyncConnection], Awaitable[None]]:
+        async def work(session: AsyncConnection) -> None:
             calls[first] += 1
             await session.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
             bump = text("UPDATE counter SET value = value + 1 WHERE id = :id")
@@ -136,11 +135,11 @@ async def test_run_transaction_retries_a_real_deadlock(
 
 
 async def test_run_transaction_ends_in_conflict_after_the_budget(
-    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+    sessions: AsyncEngine, admin: asyncpg.Connection
 ) -> None:
     calls = 0
 
-    async def lose_every_race(session: AsyncSession) -> None:
+    async def lose_every_race(session: AsyncConnection) -> None:
         nonlocal calls
         calls += 1
         await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
@@ -163,25 +162,25 @@ async def test_lock_timeout_is_a_conflict(
 ) -> None:
     impatient = create_engine(pg_url, lock_timeout_ms=100)
 
-    async def update(session: AsyncSession) -> None:
+    async def update(session: AsyncConnection) -> None:
         await session.execute(text("UPDATE counter SET value = 1 WHERE id = 1"))
 
     try:
         async with admin.transaction():
             await admin.execute("SELECT * FROM counter WHERE id = 1 FOR UPDATE")
             with pytest.raises(ConflictError) as caught:
-                await run_transaction(make_sessionmaker(impatient), update)
+                await run_transaction(impatient, update)
     finally:
         await impatient.dispose()
     assert caught.value.reason == "LOCK_TIMEOUT"
 
 
 async def test_lost_connection_is_unavailable_and_the_next_transaction_works(
-    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+    sessions: AsyncEngine, admin: asyncpg.Connection
 ) -> None:
     calls = 0
 
-    async def killed_midway(session: AsyncSession) -> None:
+    async def killed_midway(session: AsyncConnection) -> None:
         nonlocal calls
         calls += 1
         pid = await session.scalar(text("SELECT pg_backend_pid()"))
@@ -193,7 +192,7 @@ async def test_lost_connection_is_unavailable_and_the_next_transaction_works(
     assert calls == 1  # never retried in-process: the caller owns the retry
     assert caught.value.retry_after is not None
 
-    async def bump(session: AsyncSession) -> None:
+    async def bump(session: AsyncConnection) -> None:
         await session.execute(text("UPDATE counter SET value = value + 1 WHERE id = 1"))
 
     await run_transaction(sessions, bump)
@@ -201,11 +200,11 @@ async def test_lost_connection_is_unavailable_and_the_next_transaction_works(
 
 
 async def test_pool_recovers_after_every_backend_is_terminated(
-    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+    sessions: AsyncEngine, admin: asyncpg.Connection
 ) -> None:
     # Warm the pool with several connections, then kill them all (as a
     # database restart would); pre-ping replaces them on checkout.
-    async def hold(session: AsyncSession) -> None:
+    async def hold(session: AsyncConnection) -> None:
         await session.execute(text("SELECT pg_sleep(0.05)"))
 
     await asyncio.gather(*(run_transaction(sessions, hold) for _ in range(3)))
@@ -220,11 +219,11 @@ async def test_pool_recovers_after_every_backend_is_terminated(
 
 
 async def test_a_live_pooled_connection_survives_the_checkout_ping(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     # The ping must pass on a healthy connection: a failing one would silently
     # reconnect on every checkout (correct, but a new backend per transaction).
-    async def backend(session: AsyncSession) -> int | None:
+    async def backend(session: AsyncConnection) -> int | None:
         pid: int | None = await session.scalar(text("SELECT pg_backend_pid()"))
         return pid
 
@@ -239,7 +238,7 @@ async def test_refused_connection_is_unavailable() -> None:
     eng = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres")
     try:
         with pytest.raises(UnavailableError):
-            await run_transaction(make_sessionmaker(eng), lambda s: s.scalar(text("SELECT 1")))
+            await run_transaction(eng, lambda s: s.scalar(text("SELECT 1")))
     finally:
         await eng.dispose()
 
@@ -279,7 +278,7 @@ async def test_only_a_connection_idle_for_a_while_is_pinged(
         dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
 
     event.listen(eng.sync_engine.pool, "connect", log_queries)
-    sessions = make_sessionmaker(eng)
+    sessions = eng
     try:
         for _ in range(3):
             assert await run_transaction(sessions, lambda s: s.scalar(text("SELECT 1"))) == 1
@@ -292,11 +291,11 @@ async def test_only_a_connection_idle_for_a_while_is_pinged(
 
 
 async def test_a_connection_lost_since_its_last_use_is_replaced_at_begin(
-    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+    sessions: AsyncEngine, admin: asyncpg.Connection
 ) -> None:
     # Not pinged (used a moment ago), the dead connection fails at BEGIN, before
     # anything ran: the transaction starts over on a new one, and runs once.
-    async def backend(session: AsyncSession) -> int | None:
+    async def backend(session: AsyncConnection) -> int | None:
         pid: int | None = await session.scalar(text("SELECT pg_backend_pid()"))
         return pid
 
@@ -304,7 +303,7 @@ async def test_a_connection_lost_since_its_last_use_is_replaced_at_begin(
     await admin.execute("SELECT pg_terminate_backend($1)", first)
     runs = 0
 
-    async def bump(session: AsyncSession) -> int | None:
+    async def bump(session: AsyncConnection) -> int | None:
         nonlocal runs
         runs += 1
         await session.execute(text("UPDATE counter SET value = value + 1 WHERE id = 1"))
@@ -324,7 +323,7 @@ async def test_a_begin_cut_short_leaves_no_transaction_on_the_pooled_connection(
     # BEGIN READ ONLY must not hand the next transaction on that connection a
     # read-only (or aborted) transaction: it is rolled back on the way back to the pool.
     eng = create_engine(pg_url, pool_size=1, max_overflow=0)
-    sessions = make_sessionmaker(eng)
+    sessions = eng
     original = asyncpg.Connection.execute
     cut = False
 
@@ -353,7 +352,7 @@ async def test_a_begin_cut_short_leaves_no_transaction_on_the_pooled_connection(
 
 
 async def test_run_statement_is_one_round_trip_and_commits(
-    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+    sessions: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No BEGIN, no COMMIT (asyncpg sends both as simple queries through execute):
     # the statement is its own transaction, and it is committed.
@@ -376,7 +375,7 @@ async def test_run_statement_is_one_round_trip_and_commits(
 
 
 async def test_run_statement_maps_a_lost_connection_to_unavailable(
-    sessions: async_sessionmaker[AsyncSession], admin: asyncpg.Connection
+    sessions: AsyncEngine, admin: asyncpg.Connection
 ) -> None:
     assert await run_statement(sessions, text("SELECT pg_backend_pid()"))
     with pytest.raises(UnavailableError):

@@ -12,7 +12,6 @@ from marketplace_common.db import (
     create_engine,
     dialect_name,
     is_postgres,
-    make_sessionmaker,
     read_transaction,
     run_transaction,
     translate_db_error,
@@ -26,7 +25,7 @@ from marketplace_common.errors import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 @pytest.fixture
@@ -44,8 +43,8 @@ async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
+def sessions(engine: AsyncEngine) -> AsyncEngine:
+    return engine
 
 
 def _db_path(engine: AsyncEngine) -> str:
@@ -54,13 +53,13 @@ def _db_path(engine: AsyncEngine) -> str:
     return path
 
 
-async def _counter(session: AsyncSession) -> int:
+async def _counter(session: AsyncConnection) -> int:
     value = await session.scalar(text("SELECT value FROM counter WHERE id = 1"))
     assert isinstance(value, int)
     return value
 
 
-async def _names(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+async def _names(sessions: AsyncEngine) -> list[str]:
     async with read_transaction(sessions) as session:
         return list((await session.scalars(text("SELECT name FROM item ORDER BY name"))).all())
 
@@ -100,7 +99,7 @@ def test_unknown_backend_is_refused() -> None:
 
 
 async def test_connections_use_wal_and_enforce_foreign_keys(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     async with read_transaction(sessions) as session:
         assert await session.scalar(text("PRAGMA journal_mode")) == "wal"
@@ -111,7 +110,7 @@ async def test_connections_use_wal_and_enforce_foreign_keys(
 
 
 async def test_write_transaction_holds_the_write_lock_from_begin(
-    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+    sessions: AsyncEngine, engine: AsyncEngine
 ) -> None:
     other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
     try:
@@ -123,7 +122,7 @@ async def test_write_transaction_holds_the_write_lock_from_begin(
 
 
 async def test_read_transaction_takes_no_write_lock(
-    sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine
+    sessions: AsyncEngine, engine: AsyncEngine
 ) -> None:
     other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
     try:
@@ -137,7 +136,7 @@ async def test_read_transaction_takes_no_write_lock(
 
 
 async def test_concurrent_write_transactions_serialise(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     # Read-modify-write with a pause in the middle: with a deferred BEGIN the
     # second writer could not upgrade its read lock ("database is locked");
@@ -154,7 +153,7 @@ async def test_concurrent_write_transactions_serialise(
 
 
 async def test_read_during_open_write_sees_last_committed_value(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     async with write_transaction(sessions) as writer:
         await writer.execute(text("UPDATE counter SET value = 42"))
@@ -164,7 +163,7 @@ async def test_read_during_open_write_sees_last_committed_value(
         assert await _counter(reader) == 42
 
 
-async def test_savepoint_rolls_back_alone(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_savepoint_rolls_back_alone(sessions: AsyncEngine) -> None:
     async with write_transaction(sessions) as session:
         await session.execute(text("INSERT INTO item VALUES ('a')"))
         savepoint = await session.begin_nested()
@@ -176,7 +175,7 @@ async def test_savepoint_rolls_back_alone(sessions: async_sessionmaker[AsyncSess
 
 
 async def test_write_transaction_rolls_back_on_error(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     async def insert_then_fail() -> None:
         async with write_transaction(sessions) as session:
@@ -189,9 +188,9 @@ async def test_write_transaction_rolls_back_on_error(
 
 
 async def test_run_transaction_commits_and_returns_the_result(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
-    async def work(session: AsyncSession) -> str:
+    async def work(session: AsyncConnection) -> str:
         await session.execute(text("INSERT INTO item VALUES ('a')"))
         return "done"
 
@@ -200,12 +199,12 @@ async def test_run_transaction_commits_and_returns_the_result(
 
 
 async def test_run_transaction_passes_domain_errors_through_and_rolls_back(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     error = NotFoundError("no such bid", reason="BID_NOT_FOUND")
     calls = 0
 
-    async def work(session: AsyncSession) -> None:
+    async def work(session: AsyncConnection) -> None:
         nonlocal calls
         calls += 1
         await session.execute(text("INSERT INTO item VALUES ('a')"))
@@ -225,14 +224,14 @@ async def test_run_transaction_gives_conflict_when_sqlite_stays_locked(
     other = sqlite3.connect(_db_path(engine), timeout=0, isolation_level=None)
     calls = 0
 
-    async def work(session: AsyncSession) -> None:
+    async def work(session: AsyncConnection) -> None:
         nonlocal calls
         calls += 1
 
     try:
         other.execute("BEGIN IMMEDIATE")
         with pytest.raises(ConflictError) as caught:
-            await run_transaction(make_sessionmaker(impatient), work, attempts=3)
+            await run_transaction(impatient, work, attempts=3)
     finally:
         other.close()
         await impatient.dispose()
@@ -252,14 +251,12 @@ async def test_run_transaction_retries_until_sqlite_lock_is_released(
         await asyncio.sleep(0.15)
         other.execute("COMMIT")
 
-    async def work(session: AsyncSession) -> int:
+    async def work(session: AsyncConnection) -> int:
         return await _counter(session)
 
     try:
         release = asyncio.create_task(release_soon())
-        value = await run_transaction(
-            make_sessionmaker(impatient), work, attempts=20, base_delay=0.05, max_delay=0.05
-        )
+        value = await run_transaction(impatient, work, attempts=20, base_delay=0.05, max_delay=0.05)
         await release
     finally:
         other.close()
@@ -268,11 +265,11 @@ async def test_run_transaction_retries_until_sqlite_lock_is_released(
 
 
 def test_run_transaction_rejects_zero_attempts() -> None:
-    async def work(session: AsyncSession) -> None:
+    async def work(session: AsyncConnection) -> None:
         return None
 
     with pytest.raises(ValueError, match="attempts"):
-        asyncio.run(run_transaction(async_sessionmaker(), work, attempts=0))
+        asyncio.run(run_transaction(create_engine("sqlite+aiosqlite://"), work, attempts=0))
 
 
 # --- error mapping ------------------------------------------------------------
@@ -348,7 +345,7 @@ async def test_many_concurrent_writers_on_a_small_pool_all_commit(
         sqlite_url, pool_size=4, max_overflow=0, pool_timeout=0.5, sqlite_busy_timeout_ms=20
     )
 
-    async def increment(session: AsyncSession) -> None:
+    async def increment(session: AsyncConnection) -> None:
         value = await _counter(session)
         await asyncio.sleep(0.01)
         await session.execute(text("UPDATE counter SET value = :v"), {"v": value + 1})
@@ -356,19 +353,16 @@ async def test_many_concurrent_writers_on_a_small_pool_all_commit(
     try:
         async with asyncio.timeout(10):
             await asyncio.gather(
-                *(
-                    run_transaction(make_sessionmaker(small), increment, attempts=1)
-                    for _ in range(100)
-                )
+                *(run_transaction(small, increment, attempts=1) for _ in range(100))
             )
-        async with read_transaction(make_sessionmaker(small)) as session:
+        async with read_transaction(small) as session:
             assert await _counter(session) == 100
     finally:
         await small.dispose()
 
 
 async def test_cancelled_write_waiter_does_not_keep_the_write_gate(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     release = asyncio.Event()
     holding = asyncio.Event()
@@ -399,7 +393,7 @@ async def test_cancelled_write_waiter_does_not_keep_the_write_gate(
 
 
 async def test_read_transaction_does_not_wait_for_the_write_gate(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: AsyncEngine,
 ) -> None:
     release = asyncio.Event()
     holding = asyncio.Event()
@@ -428,9 +422,9 @@ async def test_nested_write_transaction_in_one_task_does_not_wait_for_its_own_ga
     sqlite_url: str, engine: AsyncEngine
 ) -> None:
     impatient = create_engine(sqlite_url, sqlite_busy_timeout_ms=20)
-    sessions = make_sessionmaker(impatient)
+    sessions = impatient
 
-    async def nothing(session: AsyncSession) -> None:
+    async def nothing(session: AsyncConnection) -> None:
         return None
 
     try:
@@ -444,7 +438,7 @@ async def test_nested_write_transaction_in_one_task_does_not_wait_for_its_own_ga
 
 async def test_write_gate_wait_is_bounded(sqlite_url: str, engine: AsyncEngine) -> None:
     quick = create_engine(sqlite_url, sqlite_write_wait_seconds=0.1)
-    sessions = make_sessionmaker(quick)
+    sessions = quick
     release = asyncio.Event()
     holding = asyncio.Event()
 

@@ -19,12 +19,18 @@ Database failures are mapped to the error taxonomy in
 here).
 
 This module keeps what callers use: :func:`create_engine` (which picks the
-backend), :func:`make_sessionmaker`, and the transactions. Open a transaction
-with :func:`write_transaction` / :func:`read_transaction` (no retries), or run
-a whole RPC's work with :func:`run_transaction`, which retries serialization
-failures and deadlocks and maps database trouble to the error taxonomy.
-Every public name defined here before the split (``__all__``, ``WRITE_OPTION``
-and the ``*_RETRY_AFTER`` constants) is still importable from here.
+backend) and the transactions. Open a transaction with
+:func:`write_transaction` / :func:`read_transaction` (no retries), or run a
+whole RPC's work with :func:`run_transaction`, which retries serialization
+failures and deadlocks and maps database trouble to the error taxonomy. Each
+hands the work a SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncConnection`
+inside the transaction (Core statements, no ORM session: a session's own
+machinery cost more than the statements of a short RPC). On PostgreSQL the
+transaction is begun and ended on the asyncpg connection itself (BEGIN with
+its SET LOCALs in one message, COMMIT in another); statements may run through
+the connection (``conn.execute``) or, on a hot path, as
+:class:`~marketplace_common.db_statements.Statement` objects compiled once per
+dialect and run on the driver connection (:mod:`marketplace_common.db_statements`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.engine import URL, Row, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import Executable
 
 from marketplace_common.db_errors import CONFLICT_RETRY_AFTER as CONFLICT_RETRY_AFTER
@@ -50,7 +56,12 @@ from marketplace_common.db_errors import (
     translate_db_error,
 )
 from marketplace_common.db_errors import UNAVAILABLE_RETRY_AFTER as UNAVAILABLE_RETRY_AFTER
-from marketplace_common.db_postgres import begin_with_settings, connection_closed, postgres_engine
+from marketplace_common.db_postgres import (
+    begin_with_settings,
+    connection_closed,
+    finish,
+    postgres_engine,
+)
 from marketplace_common.db_sqlite import WRITE_OPTION, sqlite_engine, write_gate
 from marketplace_common.retrying import JITTER, Backoff, WaitPlan, retry_call
 
@@ -59,7 +70,6 @@ __all__ = [
     "create_engine",
     "dialect_name",
     "is_postgres",
-    "make_sessionmaker",
     "read_transaction",
     "run_transaction",
     "translate_db_error",
@@ -147,47 +157,40 @@ def is_postgres(engine: AsyncEngine) -> bool:
     return dialect_name(engine) == "postgresql"
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Session factory for ``engine``; objects stay usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
 # --- transactions --------------------------------------------------------
-
-
-def _transaction_options(session: AsyncSession, *, write: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {WRITE_OPTION: write}
-    bind = session.bind
-    if not write and bind is not None and bind.dialect.name == "postgresql":
-        # BEGIN READ ONLY: a write in a read transaction fails loudly.
-        options["postgresql_readonly"] = True
-    return options
-
 
 Settings = Callable[[], Mapping[str, int]]
 
 
 @asynccontextmanager
 async def _transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     *,
     write: bool,
     settings: Settings | None = None,
-) -> AsyncIterator[AsyncSession]:
-    gate = write_gate(sessionmaker) if write else contextlib.nullcontext()
+) -> AsyncIterator[AsyncConnection]:
+    gate = write_gate(engine) if write else contextlib.nullcontext()
+    postgres = engine.dialect.driver == "asyncpg"
     async with gate:
         for tries_left in (1, 0):
-            try:
-                async with sessionmaker() as session, session.begin():
-                    # Procure the connection now, so the begin hook sees the options.
-                    options = _transaction_options(session, write=write)
-                    connection = await session.connection(execution_options=options)
-                    if connection.dialect.name == "postgresql":
-                        await _begin(session, settings, retry=bool(tries_left))
-                    yield session
-                    return
-            except _LostBeforeBegin as lost:
-                _log.info("db.begin_on_lost_connection", error_class=lost.error_class)
+            async with engine.connect() as conn:
+                if postgres:
+                    try:
+                        await _begin(conn, settings, write=write, retry=bool(tries_left))
+                    except _LostBeforeBegin as lost:
+                        _log.info("db.begin_on_lost_connection", error_class=lost.error_class)
+                        continue
+                    try:
+                        yield conn
+                    except BaseException as exc:
+                        await _end_postgres(conn, exc)
+                        raise
+                    await _end_postgres(conn, None)
+                else:
+                    await conn.execution_options(**{WRITE_OPTION: write})
+                    async with conn.begin():
+                        yield conn
+                return
 
 
 class _LostBeforeBegin(Exception):
@@ -198,41 +201,65 @@ class _LostBeforeBegin(Exception):
         self.error_class = error_class
 
 
-async def _begin(session: AsyncSession, settings: Settings | None, *, retry: bool) -> None:
+def _lost(conn: AsyncConnection, exc: BaseException) -> bool:
+    return classify_db_error(exc) is DbErrorKind.UNAVAILABLE or connection_closed(conn)
+
+
+async def _invalidate(conn: AsyncConnection, exc: BaseException) -> None:
+    """Drop ``conn``, and with it the pool's generation (a restarted server took them all),
+    as SQLAlchemy does on a disconnect (and the pre-ping on failure)."""
+    sync = conn.sync_connection
+    if sync is not None and sync._dbapi_connection is not None:
+        sync.engine.pool._invalidate(sync._dbapi_connection, exc)
+    if not conn.invalidated:
+        await conn.invalidate(exc)
+
+
+async def _begin(
+    conn: AsyncConnection, settings: Settings | None, *, write: bool, retry: bool
+) -> None:
     """BEGIN now, with the SET LOCALs in its message (``db_postgres.begin_with_settings``).
 
     A pooled connection used a moment ago is not pinged on checkout
     (``db_postgres``); if it died since, nothing has run on it yet, so it is
     invalidated and the transaction starts over on a new connection (once).
     """
-    connection = await session.connection()
     try:
-        await begin_with_settings(session, settings() if settings else {})
+        await begin_with_settings(conn, settings() if settings else {}, readonly=not write)
     except Exception as exc:
-        lost = classify_db_error(exc) is DbErrorKind.UNAVAILABLE or connection_closed(connection)
-        if not retry or not lost:
+        if not retry or not _lost(conn, exc):
             raise
-        # As SQLAlchemy does on a disconnect (and the pre-ping on failure): the whole
-        # pool generation goes, since a restarted server took every connection with it.
-        sync = connection.sync_connection
-        if sync is not None and sync._dbapi_connection is not None:
-            sync.engine.pool._invalidate(sync._dbapi_connection, exc)
-        await connection.invalidate(exc)
+        await _invalidate(conn, exc)
         raise _LostBeforeBegin(type(exc).__name__) from exc
 
 
+async def _end_postgres(conn: AsyncConnection, error: BaseException | None) -> None:
+    """COMMIT when the work returned (``error`` None), else ROLLBACK; a connection that
+    failed on the way is invalidated, not returned to the pool.
+
+    The work's own error wins over a failed ROLLBACK (the connection is gone with it).
+    """
+    if error is not None and (conn.invalidated or connection_closed(conn)):
+        await _invalidate(conn, error)
+        return
+    try:
+        await finish(conn, commit=error is None)
+    except BaseException as exc:
+        await _invalidate(conn, exc)
+        if error is None:
+            raise
+
+
 @asynccontextmanager
-async def write_transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """A session inside one write transaction: committed on success, rolled back on error.
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside one write transaction: committed on success, rolled back on error.
 
     No retries (see :func:`run_transaction`); database failures are mapped
     like there (:class:`ConflictError`, :class:`UnavailableError`).
     """
     try:
-        async with _transaction(sessionmaker, write=True) as session:
-            yield session
+        async with _transaction(engine, write=True) as conn:
+            yield conn
     except Exception as exc:
         translated = translate_db_error(exc)
         if translated is None:
@@ -241,13 +268,11 @@ async def write_transaction(
 
 
 @asynccontextmanager
-async def read_transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """A session inside one read-only transaction (READ ONLY on PostgreSQL)."""
+async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside one read-only transaction (READ ONLY on PostgreSQL)."""
     try:
-        async with _transaction(sessionmaker, write=False) as session:
-            yield session
+        async with _transaction(engine, write=False) as conn:
+            yield conn
     except Exception as exc:
         translated = translate_db_error(exc)
         if translated is None:
@@ -256,8 +281,8 @@ async def read_transaction(
 
 
 async def run_transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    fn: Callable[[AsyncSession], Awaitable[T]],
+    engine: AsyncEngine,
+    fn: Callable[[AsyncConnection], Awaitable[T]],
     *,
     write: bool = True,
     attempts: int = 3,
@@ -266,7 +291,7 @@ async def run_transaction(
     rng: random.Random | None = None,
     settings: Settings | None = None,
 ) -> T:
-    """Run ``fn(session)`` in one transaction and commit; the unit of work of one RPC.
+    """Run ``fn(connection)`` in one transaction and commit; the unit of work of one RPC.
 
     ``fn`` must not commit. A serialization failure (40001), a deadlock
     (40P01) or a busy SQLite database rolls back and runs ``fn`` again, up to
@@ -282,8 +307,8 @@ async def run_transaction(
     """
 
     async def attempt() -> T:
-        async with _transaction(sessionmaker, write=write, settings=settings) as session:
-            return await fn(session)
+        async with _transaction(engine, write=write, settings=settings) as conn:
+            return await fn(conn)
 
     def log_retry(plan: WaitPlan) -> None:
         _log.info(
@@ -310,7 +335,7 @@ async def run_transaction(
 
 
 async def run_statement(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     statement: Executable,
     *,
     attempts: int = 3,
@@ -326,7 +351,6 @@ async def run_statement(
     IMMEDIATE``: use :func:`run_transaction` there). Conflicts are retried and
     errors mapped as :func:`run_transaction` does.
     """
-    engine: AsyncEngine = sessionmaker.kw["bind"]
 
     async def attempt() -> list[Row[Any]]:
         async with engine.connect() as connection:

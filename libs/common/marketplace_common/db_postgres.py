@@ -14,14 +14,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_only
 
-__all__ = ["begin_with_settings", "connection_closed", "postgres_engine"]
+__all__ = [
+    "adapted_connection",
+    "begin_with_settings",
+    "connection_closed",
+    "driver_connection",
+    "finish",
+    "postgres_engine",
+]
 
 
 def postgres_engine(
@@ -100,15 +107,8 @@ def _ping_on_checkout(
         raise sa_exc.InvalidatePoolError("pre-ping failed") from exc
 
 
-# --- BEGIN with SET LOCAL in one round trip --------------------------------------
+# --- the transaction, on the driver connection ------------------------------------------
 
-_ISOLATION: dict[str | None, str] = {
-    None: "",  # the server's default, as asyncpg leaves it
-    "read_committed": " ISOLATION LEVEL READ COMMITTED",
-    "read_uncommitted": " ISOLATION LEVEL READ UNCOMMITTED",
-    "repeatable_read": " ISOLATION LEVEL REPEATABLE READ",
-    "serializable": " ISOLATION LEVEL SERIALIZABLE",
-}
 LOCAL_SETTINGS = frozenset(
     {"lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"}
 )
@@ -129,51 +129,66 @@ class _BegunTransaction:
         await self._connection.execute("ROLLBACK;")
 
 
-async def begin_with_settings(session: AsyncSession, settings: Mapping[str, int]) -> None:
-    """Begin ``session``'s transaction now, with ``SET LOCAL name = value`` for each
-    setting, in one round trip where it can.
+def adapted_connection(connection: AsyncConnection) -> Any:
+    """SQLAlchemy's asyncpg adapter under ``connection`` (``.driver_connection``: asyncpg's)."""
+    sync = connection.sync_connection
+    if sync is None:
+        raise RuntimeError("the connection is not started")
+    return sync.connection.dbapi_connection
 
-    SQLAlchemy's asyncpg adapter sends BEGIN on its own just before the first
-    statement, so settings local to the transaction would cost a round trip
-    more (``set_config(..., true)`` after BEGIN). Here BEGIN (with the
-    adapter's isolation level, READ ONLY and DEFERRABLE as it would send them)
-    and the SET LOCALs go as one simple-query message, and the adapter is
-    handed the open transaction, which it commits or rolls back as its own.
-    Only whole-number settings of :data:`LOCAL_SETTINGS` (milliseconds), so
-    nothing but digits is ever spliced into the SQL. Where that cannot be done
-    (not asyncpg, the transaction has begun, autocommit) the settings are set
-    with ``set_config`` after all. An error is the driver's own (a lost
+
+async def begin_with_settings(
+    connection: AsyncConnection, settings: Mapping[str, int], *, readonly: bool
+) -> None:
+    """BEGIN on ``connection``'s asyncpg connection now, with ``SET LOCAL name = value`` for
+    each setting, in one simple-query message (one round trip).
+
+    SQLAlchemy's asyncpg adapter is handed the open transaction
+    (``_BegunTransaction``): a statement run through SQLAlchemy on this
+    connection does not send a BEGIN of its own, and the adapter commits or
+    rolls it back as its own (:func:`finish`). ``readonly`` sends ``BEGIN
+    READ ONLY``: a write in a read transaction fails loudly. Only whole-number
+    settings of :data:`LOCAL_SETTINGS` (milliseconds), so nothing but digits
+    is ever spliced into the SQL. An error is the driver's own (a lost
     connection: ``marketplace_common.db`` starts over on another).
     """
     unknown = set(settings) - LOCAL_SETTINGS
     if unknown:
         raise ValueError(f"not a local setting begin_with_settings knows: {sorted(unknown)}")
-    connection = await session.connection()
-    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
-    isolation = _ISOLATION.get(getattr(adapted, "isolation_level", None))
-    if (
-        connection.dialect.driver != "asyncpg"
-        or isolation is None
-        or getattr(adapted, "_transaction", True) is not None
-    ):
-        for name, value in settings.items():
-            await session.execute(_SET_CONFIG, {"name": name, "value": str(int(value))})
-        return
-    sql = "BEGIN" + isolation
-    if adapted.readonly:
-        sql += " READ ONLY"
-    if adapted.deferrable:
-        sql += " DEFERRABLE"
-    sql += ";" + "".join(f"SET LOCAL {name} = {int(value)};" for name, value in settings.items())
+    adapted = adapted_connection(connection)
+    if adapted._transaction is not None:
+        raise RuntimeError("the connection is in a transaction already")
+    sql = "BEGIN READ ONLY;" if readonly else "BEGIN;"
+    sql += "".join(f"SET LOCAL {name} = {int(value)};" for name, value in settings.items())
     driver = adapted.driver_connection
-    async with adapted._execute_mutex:
-        # Handed over before the message goes: if the call is cancelled (a client's
-        # deadline) or fails after the server ran BEGIN, the adapter still sends
-        # ROLLBACK when the connection goes back to the pool (a ROLLBACK with no
-        # transaction open is only a warning). Otherwise the next checkout would
-        # run inside the leftover transaction: READ ONLY, or already aborted.
-        adapted._transaction = _BegunTransaction(driver)
-        await driver.execute(sql)
+    # Handed over before the message goes: if the call is cancelled (a client's
+    # deadline) or fails after the server ran BEGIN, the adapter still sends
+    # ROLLBACK when the connection goes back to the pool (a ROLLBACK with no
+    # transaction open is only a warning). Otherwise the next checkout would
+    # run inside the leftover transaction: READ ONLY, or already aborted.
+    adapted._transaction = _BegunTransaction(driver)
+    await driver.execute(sql)
+
+
+async def finish(connection: AsyncConnection, *, commit: bool) -> None:
+    """COMMIT (or ROLLBACK) the transaction :func:`begin_with_settings` opened.
+
+    Through SQLAlchemy when a statement ran through it (its connection then
+    holds a transaction whose end the adapter sends to the driver), straight
+    on the driver otherwise: one round trip either way.
+    """
+    if connection.in_transaction():
+        await (connection.commit() if commit else connection.rollback())
+        return
+    adapted = adapted_connection(connection)
+    begun, adapted._transaction = adapted._transaction, None
+    if begun is not None:
+        await (begun.commit() if commit else begun.rollback())
+
+
+def driver_connection(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under ``connection`` (for statements run on the driver)."""
+    return adapted_connection(connection).driver_connection
 
 
 def connection_closed(connection: AsyncConnection) -> bool:
@@ -183,6 +198,3 @@ def connection_closed(connection: AsyncConnection) -> bool:
     fairy = connection.sync_connection._dbapi_connection
     driver = getattr(getattr(fairy, "dbapi_connection", None), "driver_connection", None)
     return driver is not None and bool(driver.is_closed())
-
-
-_SET_CONFIG = text("SELECT set_config(:name, :value, true)")

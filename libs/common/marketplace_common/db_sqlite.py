@@ -37,12 +37,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from marketplace_common.db_errors import CONFLICT_RETRY_AFTER
 from marketplace_common.errors import ConflictError
@@ -160,10 +155,9 @@ _WRITE_GATES: weakref.WeakKeyDictionary[Engine, _WriteGate] = weakref.WeakKeyDic
 
 
 @asynccontextmanager
-async def write_gate(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+async def write_gate(engine: AsyncEngine) -> AsyncIterator[None]:
     """The SQLite engine's write gate, or nothing (PostgreSQL has row locks)."""
-    bind = sessionmaker.kw.get("bind")
-    gate = _WRITE_GATES.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
+    gate = _WRITE_GATES.get(engine.sync_engine)
     if gate is None:
         yield
         return

@@ -3,38 +3,36 @@ the savepoint that turns a unique violation into ``DuplicateKeyError``.
 
 Both services add the same table to their MetaData (``add_idempotency_table``),
 so their schemas have the same columns and indexes, and their migrations create
-exactly that. The repository runs on whatever executes the service's statements
-in the open transaction (``execute``: a connection's or a session's), so it
-never opens, commits or ends a transaction itself.
+exactly that. The repository runs its statements on the open transaction's
+connection (as :class:`~marketplace_common.db_statements.Statement` objects:
+on PostgreSQL, on the driver connection), so it never opens, commits or ends a
+transaction itself.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 from sqlalchemy import (
     Column,
-    Executable,
     Index,
-    Insert,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
-    Select,
     String,
     Table,
     bindparam,
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from marketplace_common.db_statements import Statement
+from marketplace_common.db_statements import savepoint as db_savepoint
 from marketplace_common.db_types import UtcDateTime
 from marketplace_common.idempotency import DuplicateKeyError, StoredResponse
 
@@ -48,9 +46,6 @@ __all__ = [
 
 IDEMPOTENCY_TABLE = "idempotency_keys"
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
-
-#: Runs one statement with its parameters in the open transaction.
-Execute = Callable[[Executable, dict[str, Any]], Awaitable[Any]]
 
 
 def add_idempotency_table(metadata: MetaData) -> Table:
@@ -74,25 +69,28 @@ def add_idempotency_table(metadata: MetaData) -> Table:
 
 
 @functools.cache
-def _statements(table: Table) -> tuple[Select[Any], Insert]:
-    # Built once per table, so SQLAlchemy's compiled-statement cache keys are memoized.
+def _statements(table: Table) -> tuple[Statement, Statement]:
+    # Built once per table, and compiled once per dialect.
     get = select(table.c.fingerprint, table.c.response).where(
         table.c.scope == bindparam("scope"), table.c.key == bindparam("key")
     )
-    return get, insert(table)
+    add = insert(table).values({column.key: bindparam(column.key) for column in table.columns})
+    return Statement(get), Statement(add)
 
 
 class SqlIdempotencyRepository:
-    """``IdempotencyRepository`` on the open transaction; new records get ``now``."""
+    """``IdempotencyRepository`` on the open transaction's connection; new records get ``now``."""
 
-    def __init__(self, table: Table, execute: Execute, now: datetime) -> None:
-        self._get, self._insert = _statements(table)
-        self._execute = execute
+    __slots__ = ("_add", "_conn", "_get", "_now")
+
+    def __init__(self, table: Table, conn: AsyncConnection, now: datetime) -> None:
+        self._get, self._add = _statements(table)
+        self._conn = conn
         self._now = now
 
     async def get(self, scope: str, key: str) -> StoredResponse | None:
-        row = (await self._execute(self._get, {"scope": scope, "key": key})).one_or_none()
-        return None if row is None else StoredResponse(row.fingerprint, bytes(row.response))
+        row = await self._get.fetchrow(self._conn, {"scope": scope, "key": key})
+        return None if row is None else StoredResponse(row["fingerprint"], bytes(row["response"]))
 
     async def add(self, scope: str, key: str, record: StoredResponse) -> None:
         values = {
@@ -102,45 +100,44 @@ class SqlIdempotencyRepository:
             "response": record.response,
             "created_at": self._now,
         }
-        await self._execute(self._insert, values)
+        await self._add.execute(self._conn, values)
 
 
-def unique_key(exc: IntegrityError, sqlite_names: Mapping[str, str] = _NO_NAMES) -> str | None:
-    """The violated unique constraint's name, or None when it is not a unique violation.
+def unique_key(exc: BaseException, sqlite_names: Mapping[str, str] = _NO_NAMES) -> str | None:
+    """The violated unique constraint's name, or None when ``exc`` is not a unique violation.
 
-    PostgreSQL names the constraint (SQLSTATE 23505). SQLite names the columns
+    ``exc`` is SQLAlchemy's IntegrityError (a statement run through it) or the
+    driver's own error (a statement run on the asyncpg connection). PostgreSQL
+    names the constraint (SQLSTATE 23505). SQLite names the columns
     (``UNIQUE constraint failed: t.a, t.b``): the first ``sqlite_names`` entry
     whose text appears in the message gives the logical name, else the column
     list is the name.
     """
     chain: list[BaseException] = []
-    err: BaseException | None = exc.orig
-    while err is not None and len(chain) < 4:
+    err: BaseException | None = exc
+    while err is not None and len(chain) < 5:
         chain.append(err)
-        err = err.__cause__
+        err = getattr(err, "orig", None) or err.__cause__
     if any(getattr(e, "sqlstate", None) == "23505" for e in chain):
         names = [getattr(e, "constraint_name", None) for e in chain]
         return next((str(n) for n in names if n), "unique")
-    text = str(exc.orig)
-    if "UNIQUE constraint failed" in text:
-        found = (name for fragment, name in sqlite_names.items() if fragment in text)
-        return next(found, text.split(":", 1)[1].strip())
+    for err in reversed(chain):  # the driver's own error first (SQLAlchemy's adds the SQL)
+        text = str(err)
+        if text.startswith("UNIQUE constraint failed"):
+            found = (name for fragment, name in sqlite_names.items() if fragment in text)
+            return next(found, text.split(":", 1)[1].strip())
     return None
 
 
 @asynccontextmanager
 async def savepoint(
-    owner: AsyncSession | AsyncConnection, sqlite_names: Mapping[str, str] = _NO_NAMES
+    conn: AsyncConnection, sqlite_names: Mapping[str, str] = _NO_NAMES
 ) -> AsyncIterator[None]:
     """A nested transaction; a unique violation rolls it back and becomes DuplicateKeyError."""
     try:
-        async with owner.begin_nested():
-            if isinstance(owner, AsyncSession):
-                # Statements that run on the session's connection, not the session:
-                # procure it here so the SAVEPOINT is emitted before them.
-                await owner.connection()
+        async with db_savepoint(conn):
             yield
-    except IntegrityError as exc:
+    except Exception as exc:
         key = unique_key(exc, sqlite_names)
         if key is None:
             raise

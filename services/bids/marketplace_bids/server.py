@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from marketplace.bids.v1 import bids_pb2_grpc
 from marketplace_common import migrations
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,7 +51,7 @@ class BidsServer:
 def build_servicer(engine: AsyncEngine, settings: BidsSettings) -> BidServicer:
     """The servicer and the domain services under it, on ``engine``."""
     uow = SqlUnitOfWork(
-        make_sessionmaker(engine),
+        engine,
         lock_timeout_ms=settings.lock_timeout_ms,
         attempts=settings.transaction_attempts,
     )

@@ -18,7 +18,7 @@ from marketplace.execution.v1 import execution_pb2_grpc
 from marketplace_common import migrations
 from marketplace_common.client import ClientTls, create_channel
 from marketplace_common.clock import utc_now
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.metrics import GrpcServerMetrics
 from marketplace_common.server import GrpcServer, GrpcService, create_grpc_server
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -161,7 +161,7 @@ def bids_client_tls(settings: ExecutionSettings) -> ClientTls | None:
 
 
 def _store(engine: AsyncEngine) -> SqlExecutionStore:
-    return SqlExecutionStore(make_sessionmaker(engine))
+    return SqlExecutionStore(engine)
 
 
 def _pool(

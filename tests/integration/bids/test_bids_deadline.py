@@ -14,7 +14,7 @@ import pytest
 from bids_support import migrate
 from marketplace_bids.domain.ports import Repositories
 from marketplace_bids.storage.unit_of_work import SqlRepositories, SqlUnitOfWork
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.errors import DeadlineExceededError
 from marketplace_common.rpc_context import CallInfo, reset_current_call, set_current_call
 from sqlalchemy import event, text
@@ -51,13 +51,13 @@ async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
 
 async def _setting(repos: Repositories, name: str) -> str:
     assert isinstance(repos, SqlRepositories)
-    result = await repos._session.execute(text(f"SELECT current_setting('{name}')"))
+    result = await repos._conn.execute(text(f"SELECT current_setting('{name}')"))
     return str(result.scalar_one())
 
 
 @pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
 async def test_statement_timeout_is_the_time_left(engine: AsyncEngine, write: bool) -> None:
-    uow = SqlUnitOfWork(make_sessionmaker(engine), lock_timeout_ms=5000)
+    uow = SqlUnitOfWork(engine, lock_timeout_ms=5000)
 
     async def settings(repos: Repositories) -> tuple[str, str]:
         return await _setting(repos, "statement_timeout"), await _setting(repos, "lock_timeout")
@@ -75,14 +75,14 @@ async def test_statement_timeout_is_the_time_left(engine: AsyncEngine, write: bo
 
 
 async def test_without_a_deadline_there_is_no_statement_timeout(engine: AsyncEngine) -> None:
-    uow = SqlUnitOfWork(make_sessionmaker(engine))
+    uow = SqlUnitOfWork(engine)
     with serving_call(None):
         assert await uow.run(lambda repos: _setting(repos, "statement_timeout")) == "0"
     assert await uow.run(lambda repos: _setting(repos, "statement_timeout")) == "0"
 
 
 async def test_timeout_ends_with_the_transaction(engine: AsyncEngine) -> None:
-    uow = SqlUnitOfWork(make_sessionmaker(engine))
+    uow = SqlUnitOfWork(engine)
     with serving_call(20.0):
         await uow.run(lambda repos: _setting(repos, "statement_timeout"))
     async with engine.connect() as conn:  # the pooled connection, back without it
@@ -98,7 +98,7 @@ async def test_lock_wait_ends_at_the_callers_deadline(engine: AsyncEngine, pg_ur
         "VALUES ($1, 'a@example.com', 't', 'd', 'EUR', 1, 0, 'PENDING', now(), now())",
         TASK_ID,
     )
-    uow = SqlUnitOfWork(make_sessionmaker(engine), lock_timeout_ms=30_000)
+    uow = SqlUnitOfWork(engine, lock_timeout_ms=30_000)
     try:
         tx = holder.transaction()
         await tx.start()
@@ -124,7 +124,7 @@ async def test_timeouts_ride_on_the_begin(pg_url: str, write: bool) -> None:
         dbapi_connection.driver_connection.add_query_logger(lambda q: sent.append(q.query))
 
     event.listen(engine.sync_engine.pool, "connect", log_queries)
-    uow = SqlUnitOfWork(make_sessionmaker(engine), lock_timeout_ms=4000)
+    uow = SqlUnitOfWork(engine, lock_timeout_ms=4000)
     try:
         with serving_call(20.0):
             statement, lock = await uow.run(

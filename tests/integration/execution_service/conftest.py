@@ -14,7 +14,7 @@ import pytest
 from fake_openai import FakeOpenAIServer
 from marketplace.bids.v1 import bids_pb2, bids_pb2_grpc
 from marketplace.execution.v1 import execution_pb2_grpc
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.migrations import upgrade, upgrade_async
 from marketplace_execution.domain.models import NewExecution
 from marketplace_execution.domain.ports import JobRunner
@@ -42,7 +42,7 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def store(engine: AsyncEngine) -> SqlExecutionStore:
-    return SqlExecutionStore(make_sessionmaker(engine))
+    return SqlExecutionStore(engine)
 
 
 def _new_execution(task_id: uuid.UUID | None = None, **overrides: object) -> NewExecution:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from bids_support import scalar
 from execution_support import S, final_state, submit
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.errors import UnavailableError
 from marketplace_execution.domain.errors import LeaseLostError
 from marketplace_execution.domain.models import AttemptView, ExecutionStatus, Outcome
@@ -218,6 +218,6 @@ async def store_view(url: str, execution_id: str) -> Any:
     """The stored execution, read through a store of its own."""
     engine = create_engine(url, pool_size=1)
     try:
-        return await SqlExecutionStore(make_sessionmaker(engine)).get(uuid.UUID(execution_id))
+        return await SqlExecutionStore(engine).get(uuid.UUID(execution_id))
     finally:
         await engine.dispose()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from bids_support import scalar
 from marketplace.execution.v1 import execution_pb2 as pb
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_common.migrations import upgrade_async
 from marketplace_execution.migrations import MIGRATIONS_DIR
 from marketplace_execution.storage.store import SqlExecutionStore
@@ -44,7 +44,7 @@ async def test_execution_of_a_dead_worker_is_resumed_after_its_lease_expires(
         )
     ).execution
     engine = create_engine(sqlite_url)
-    store = SqlExecutionStore(make_sessionmaker(engine))
+    store = SqlExecutionStore(engine)
     claimed = await store.claim("dead-worker", 1, datetime.now(UTC), 1.5)
     await engine.dispose()
     assert [str(i) for i in claimed] == [submitted.execution_id]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marketplace.execution.v1 import execution_pb2 as pb
-from marketplace_common.db import create_engine, make_sessionmaker
+from marketplace_common.db import create_engine
 from marketplace_execution.domain.metrics import QueueMonitor
 from marketplace_execution.domain.ports import Lease
 from marketplace_execution.metrics import PrometheusExecutionMetrics
@@ -91,7 +91,7 @@ async def test_takeover_and_finished_runs_are_counted_by_the_server(
         pb.SubmitExecutionRequest(request_id=str(uuid.uuid4()), task_id=task_id)
     )
     engine = create_engine(sqlite_url)
-    store = SqlExecutionStore(make_sessionmaker(engine))
+    store = SqlExecutionStore(engine)
     await store.claim("dead-worker", 1, datetime.now(UTC), 0.5)
     await engine.dispose()
     worker, _ = await start_execution()

@@ -1,22 +1,29 @@
-"""SQLAlchemy implementations of the domain's repository Protocols.
+"""SQLAlchemy Core implementations of the domain's repository Protocols.
 
 Repositories never commit; they run inside the transaction the unit of work
-opened. Lists are keyset-paginated on ``(created_at, id)``, never OFFSET.
+opened, on its connection. Every statement is a kit
+:class:`~marketplace_common.db_statements.Statement`, built once (a list's
+once per shape of its filters) and compiled once per dialect: on PostgreSQL
+it runs on the asyncpg connection itself. Lists are keyset-paginated on
+``(created_at, id)``, never OFFSET.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from marketplace_common.db_statements import Statement
 from marketplace_common.errors import ErrorType
 from marketplace_common.idempotency_sql import SqlIdempotencyRepository
 from marketplace_common.idempotency_sql import savepoint as kit_savepoint
 from marketplace_common.paging import PageCursor
 from sqlalchemy import (
     ColumnElement,
-    Executable,
+    Insert,
+    Integer,
     Select,
     Table,
     bindparam,
@@ -26,7 +33,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from marketplace_bids.domain.models import Bid, BidEvent, DeliveryToken, Task
 from marketplace_bids.domain.ports import (
@@ -54,138 +61,203 @@ def _lock(stmt: Select[Any]) -> Select[Any]:
     return stmt.with_for_update(key_share=True)
 
 
-def _after(created: Any, ident: Any, after: PageCursor | None, *, newest_first: bool) -> Any:
-    if after is None:
-        return None
+def _keyset(created: Any, ident: Any, *, newest_first: bool) -> ColumnElement[bool]:
+    """``(created_at, id)`` past the page token's position, as parameters."""
     row = tuple_(created, ident)
-    bound = (after.created_at, str(after.id))
+    bound = tuple_(
+        bindparam("after_created_at", type_=created.type), bindparam("after_id", type_=ident.type)
+    )
     return row < bound if newest_first else row > bound
+
+
+def _after_params(after: PageCursor | None) -> dict[str, Any]:
+    return (
+        {} if after is None else {"after_created_at": after.created_at, "after_id": str(after.id)}
+    )
+
+
+_LIMIT = bindparam("limit", type_=Integer)
+
+
+class _Shapes:
+    """A list query's statements, one per shape of its filters (which are set, whether
+    the page starts after a token), each built and compiled once."""
+
+    def __init__(self, build: Callable[[tuple[bool, ...]], Select[Any]]) -> None:
+        self._build = build
+        self._statements: dict[tuple[bool, ...], Statement] = {}
+
+    def get(self, shape: tuple[bool, ...]) -> Statement:
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = self._statements[shape] = Statement(self._build(shape))
+        return statement
 
 
 def _task(row: Any) -> Task:
     return Task(
-        task_id=row.task_id,
-        client_email=row.client_email,
-        title=row.title,
-        description=row.description,
+        task_id=row["task_id"],
+        client_email=row["client_email"],
+        title=row["title"],
+        description=row["description"],
         budget=Money(
-            currency_code=row.budget_currency, units=row.budget_units, nanos=row.budget_nanos
+            currency_code=row["budget_currency"],
+            units=row["budget_units"],
+            nanos=row["budget_nanos"],
         ),
-        status=TaskStatus(row.status),
-        bid_id=row.bid_id,
-        agent_id=row.agent_id,
-        execution_id=row.execution_id,
-        result=row.result,
-        error_type=ErrorType(row.error_type) if row.error_type else None,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        status=TaskStatus(row["status"]),
+        bid_id=row["bid_id"],
+        agent_id=row["agent_id"],
+        execution_id=row["execution_id"],
+        result=row["result"],
+        error_type=ErrorType(row["error_type"]) if row["error_type"] else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
 def _bid(row: Any) -> Bid:
     return Bid(
-        bid_id=row.bid_id,
-        marketplace=row.marketplace,
-        job_id=row.job_id,
-        agent_id=row.agent_id,
+        bid_id=row["bid_id"],
+        marketplace=row["marketplace"],
+        job_id=row["job_id"],
+        agent_id=row["agent_id"],
         amount=Money(
-            currency_code=row.amount_currency, units=row.amount_units, nanos=row.amount_nanos
+            currency_code=row["amount_currency"],
+            units=row["amount_units"],
+            nanos=row["amount_nanos"],
         ),
-        proposal=row.proposal,
-        status=BidStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        proposal=row["proposal"],
+        status=BidStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
 def _event(row: Any) -> BidEvent:
     return BidEvent(
-        event_id=row.event_id,
-        bid_id=row.bid_id,
-        previous_status=BidStatus(row.previous_status),
-        new_status=BidStatus(row.new_status),
-        reason=row.reason,
-        actor=row.actor,
-        created_at=row.created_at,
+        event_id=row["event_id"],
+        bid_id=row["bid_id"],
+        previous_status=BidStatus(row["previous_status"]),
+        new_status=BidStatus(row["new_status"]),
+        reason=row["reason"],
+        actor=row["actor"],
+        created_at=row["created_at"],
     )
 
 
-def task_list_statement(filters: TaskFilter, after: PageCursor | None, limit: int) -> Select[Any]:
-    """ListTasks' query: newest first, keyset after ``after`` (EXPLAIN tests use it too)."""
+def _task_list_build(shape: tuple[bool, ...]) -> Select[Any]:
+    email, status, created_after, created_before, later = shape
     conditions: list[ColumnElement[bool]] = []
-    if filters.client_email is not None:
-        conditions.append(TaskRow.client_email == filters.client_email)
-    if filters.status is not None:
-        conditions.append(TaskRow.status == filters.status.value)
-    if filters.created_after is not None:
-        conditions.append(TaskRow.created_at >= filters.created_after)
-    if filters.created_before is not None:
-        conditions.append(TaskRow.created_at < filters.created_before)
-    keyset = _after(TaskRow.created_at, TaskRow.task_id, after, newest_first=True)
-    if keyset is not None:
-        conditions.append(keyset)
+    if email:
+        conditions.append(TaskRow.client_email == bindparam("client_email"))
+    if status:
+        conditions.append(TaskRow.status == bindparam("status"))
+    if created_after:
+        conditions.append(TaskRow.created_at >= bindparam("created_after"))
+    if created_before:
+        conditions.append(TaskRow.created_at < bindparam("created_before"))
+    if later:
+        conditions.append(_keyset(TaskRow.created_at, TaskRow.task_id, newest_first=True))
     return (
         select(TaskRow)
         .where(*conditions)
         .order_by(TaskRow.created_at.desc(), TaskRow.task_id.desc())
-        .limit(limit)
+        .limit(_LIMIT)
     )
 
 
-def bid_list_statement(filters: BidFilter, after: PageCursor | None, limit: int) -> Select[Any]:
-    """ListBids' query: newest first, keyset after ``after``."""
-    conditions: list[ColumnElement[bool]] = []
-    for column, value in (
-        (BidRow.marketplace, filters.marketplace),
-        (BidRow.job_id, filters.job_id),
-        (BidRow.agent_id, filters.agent_id),
-        (BidRow.status, filters.status.value if filters.status else None),
-    ):
-        if value is not None:
-            conditions.append(column == value)
-    keyset = _after(BidRow.created_at, BidRow.bid_id, after, newest_first=True)
-    if keyset is not None:
-        conditions.append(keyset)
+_TASK_LISTS = _Shapes(_task_list_build)
+
+
+def _task_list(
+    filters: TaskFilter, after: PageCursor | None, limit: int
+) -> tuple[Statement, dict[str, Any]]:
+    given = {
+        "client_email": filters.client_email,
+        "status": filters.status.value if filters.status is not None else None,
+        "created_after": filters.created_after,
+        "created_before": filters.created_before,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    shape = (*(value is not None for value in given.values()), after is not None)
+    return _TASK_LISTS.get(shape), {**params, **_after_params(after), "limit": limit}
+
+
+def task_list_statement(filters: TaskFilter, after: PageCursor | None, limit: int) -> Select[Any]:
+    """ListTasks' query with its values: newest first, keyset after ``after`` (EXPLAIN tests)."""
+    statement, params = _task_list(filters, after, limit)
+    return cast(Select[Any], statement.statement).params(params)
+
+
+def _bid_list_build(shape: tuple[bool, ...]) -> Select[Any]:
+    *present, later = shape
+    columns = (BidRow.marketplace, BidRow.job_id, BidRow.agent_id, BidRow.status)
+    conditions: list[ColumnElement[bool]] = [
+        column == bindparam(column.key) for column, on in zip(columns, present, strict=True) if on
+    ]
+    if later:
+        conditions.append(_keyset(BidRow.created_at, BidRow.bid_id, newest_first=True))
     return (
         select(BidRow)
         .where(*conditions)
         .order_by(BidRow.created_at.desc(), BidRow.bid_id.desc())
-        .limit(limit)
+        .limit(_LIMIT)
     )
 
 
-def bid_event_list_statement(bid_id: str, after: PageCursor | None, limit: int) -> Select[Any]:
-    """ListBidEvents' query: oldest first, keyset after ``after``."""
-    conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bid_id]
-    keyset = _after(BidEventRow.created_at, BidEventRow.event_id, after, newest_first=False)
-    if keyset is not None:
-        conditions.append(keyset)
+_BID_LISTS = _Shapes(_bid_list_build)
+
+
+def _bid_list(
+    filters: BidFilter, after: PageCursor | None, limit: int
+) -> tuple[Statement, dict[str, Any]]:
+    given = {
+        "marketplace": filters.marketplace,
+        "job_id": filters.job_id,
+        "agent_id": filters.agent_id,
+        "status": filters.status.value if filters.status is not None else None,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    shape = (*(value is not None for value in given.values()), after is not None)
+    return _BID_LISTS.get(shape), {**params, **_after_params(after), "limit": limit}
+
+
+def bid_list_statement(filters: BidFilter, after: PageCursor | None, limit: int) -> Select[Any]:
+    """ListBids' query with its values: newest first, keyset after ``after``."""
+    statement, params = _bid_list(filters, after, limit)
+    return cast(Select[Any], statement.statement).params(params)
+
+
+def _bid_event_list_build(shape: tuple[bool, ...]) -> Select[Any]:
+    (later,) = shape
+    conditions: list[ColumnElement[bool]] = [BidEventRow.bid_id == bindparam("bid_id")]
+    if later:
+        conditions.append(_keyset(BidEventRow.created_at, BidEventRow.event_id, newest_first=False))
     return (
         select(BidEventRow)
         .where(*conditions)
         .order_by(BidEventRow.created_at, BidEventRow.event_id)
-        .limit(limit)
+        .limit(_LIMIT)
     )
 
 
+_BID_EVENT_LISTS = _Shapes(_bid_event_list_build)
+
+
+def bid_event_list_statement(bid_id: str, after: PageCursor | None, limit: int) -> Select[Any]:
+    """ListBidEvents' query with its values: oldest first, keyset after ``after``."""
+    params = {"bid_id": bid_id, **_after_params(after), "limit": limit}
+    return cast(Select[Any], _BID_EVENT_LISTS.get((after is not None,)).statement).params(params)
+
+
 class _Repository:
-    """Core statements on the session's connection.
+    """Statements on the transaction's connection (see the module doc)."""
 
-    The hot paths (every transition, PlaceBid) run a handful of fixed
-    statements; executing them as Core on the transaction's connection skips
-    the ORM's identity map and flush machinery, and the statements below are
-    built once, so SQLAlchemy's compiled cache keys are memoized with them.
-    """
+    __slots__ = ("_c",)
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._s = session
-        self._conn: AsyncConnection | None = None
-
-    async def _execute(self, stmt: Executable, params: dict[str, Any] | None = None) -> Any:
-        conn = self._conn
-        if conn is None:  # one transaction, one connection: ask the session once
-            conn = self._conn = await self._s.connection()
-        return await conn.execute(stmt, params)
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._c = conn
 
 
 def _table(row: type[Any]) -> Table:
@@ -193,13 +265,20 @@ def _table(row: type[Any]) -> Table:
     return table
 
 
+def insert_all(table: Table) -> Insert:
+    """INSERT of every column of ``table``, each a parameter named after its column."""
+    return insert(table).values({column.key: bindparam(column.key) for column in table.columns})
+
+
 _TASKS, _BIDS = _table(TaskRow), _table(BidRow)
 _BID_EVENTS = _table(BidEventRow)
 _KEYS, _DELIVERY_TOKENS = _table(IdempotencyRow), _table(DeliveryTokenRow)
 
-_TASK_GET = select(TaskRow).where(TaskRow.task_id == bindparam("task_id"))
-_TASK_GET_LOCKED = _lock(_TASK_GET)
-_TASK_UPDATE = (
+_TASK_GET_SELECT = select(TaskRow).where(TaskRow.task_id == bindparam("task_id"))
+_TASK_GET = Statement(_TASK_GET_SELECT)
+_TASK_GET_LOCKED = Statement(_lock(_TASK_GET_SELECT))
+_TASK_ADD = Statement(insert_all(_TASKS))
+_TASK_UPDATE = Statement(
     update(_TASKS)
     .where(_TASKS.c.task_id == bindparam("w_task_id"))
     .values(
@@ -210,26 +289,37 @@ _TASK_UPDATE = (
         updated_at=bindparam("v_updated_at"),
     )
 )
-_BID_GET = select(BidRow).where(BidRow.bid_id == bindparam("bid_id"))
-_BID_GET_LOCKED = _lock(_BID_GET)
-_BID_PENDING = select(BidRow).where(
-    BidRow.marketplace == bindparam("marketplace"),
-    BidRow.job_id == bindparam("job_id"),
-    BidRow.agent_id == bindparam("agent_id"),
-    BidRow.status == BidStatus.PENDING.value,
+_BID_GET_SELECT = select(BidRow).where(BidRow.bid_id == bindparam("bid_id"))
+_BID_GET = Statement(_BID_GET_SELECT)
+_BID_GET_LOCKED = Statement(_lock(_BID_GET_SELECT))
+_BID_PENDING = Statement(
+    select(BidRow).where(
+        BidRow.marketplace == bindparam("marketplace"),
+        BidRow.job_id == bindparam("job_id"),
+        BidRow.agent_id == bindparam("agent_id"),
+        BidRow.status == BidStatus.PENDING.value,
+    )
 )
-_BID_UPDATE = (
+_BID_ADD = Statement(insert_all(_BIDS))
+_BID_UPDATE = Statement(
     update(_BIDS)
     .where(_BIDS.c.bid_id == bindparam("w_bid_id"))
     .values(status=bindparam("v_status"), updated_at=bindparam("v_updated_at"))
 )
-_TOKEN_GET = select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == bindparam("token_hash"))
+_BID_EVENT_ADD = Statement(insert_all(_BID_EVENTS))
+_TOKEN_GET = Statement(
+    select(DeliveryTokenRow).where(DeliveryTokenRow.token_hash == bindparam("token_hash"))
+)
+_TOKEN_ADD = Statement(insert_all(_DELIVERY_TOKENS))
+_TOKEN_DELETE = Statement(
+    delete(_DELIVERY_TOKENS).where(_DELIVERY_TOKENS.c.token_hash == bindparam("token_hash"))
+)
 
 
 class SqlTaskRepository(_Repository):
     async def get(self, task_id: str, *, lock: bool = False) -> Task | None:
-        stmt = _TASK_GET_LOCKED if lock else _TASK_GET
-        row = (await self._execute(stmt, {"task_id": task_id})).one_or_none()
+        statement = _TASK_GET_LOCKED if lock else _TASK_GET
+        row = await statement.fetchrow(self._c, {"task_id": task_id})
         return None if row is None else _task(row)
 
     async def add(self, task: Task) -> None:
@@ -250,7 +340,7 @@ class SqlTaskRepository(_Repository):
             "created_at": task.created_at,
             "updated_at": task.updated_at,
         }
-        await self._execute(insert(_TASKS), values)
+        await _TASK_ADD.execute(self._c, values)
 
     async def update(self, task: Task) -> None:
         values = {
@@ -261,22 +351,22 @@ class SqlTaskRepository(_Repository):
             "v_error_type": task.error_type.value if task.error_type else None,
             "v_updated_at": task.updated_at,
         }
-        await self._execute(_TASK_UPDATE, values)
+        await _TASK_UPDATE.execute(self._c, values)
 
     async def list(self, filters: TaskFilter, after: PageCursor | None, limit: int) -> list[Task]:
-        stmt = task_list_statement(filters, after, limit)
-        return [_task(r) for r in await self._execute(stmt)]
+        statement, params = _task_list(filters, after, limit)
+        return [_task(r) for r in await statement.fetch(self._c, params)]
 
 
 class SqlBidRepository(_Repository):
     async def get(self, bid_id: str, *, lock: bool = False) -> Bid | None:
-        stmt = _BID_GET_LOCKED if lock else _BID_GET
-        row = (await self._execute(stmt, {"bid_id": bid_id})).one_or_none()
+        statement = _BID_GET_LOCKED if lock else _BID_GET
+        row = await statement.fetchrow(self._c, {"bid_id": bid_id})
         return None if row is None else _bid(row)
 
     async def find_pending(self, marketplace: str, job_id: str, agent_id: str) -> Bid | None:
         params = {"marketplace": marketplace, "job_id": job_id, "agent_id": agent_id}
-        row = (await self._execute(_BID_PENDING, params)).one_or_none()
+        row = await _BID_PENDING.fetchrow(self._c, params)
         return None if row is None else _bid(row)
 
     async def add(self, bid: Bid) -> None:
@@ -293,7 +383,7 @@ class SqlBidRepository(_Repository):
             "created_at": bid.created_at,
             "updated_at": bid.updated_at,
         }
-        await self._execute(insert(_BIDS), values)
+        await _BID_ADD.execute(self._c, values)
 
     async def update(self, bid: Bid) -> None:
         values = {
@@ -301,11 +391,11 @@ class SqlBidRepository(_Repository):
             "v_status": bid.status.value,
             "v_updated_at": bid.updated_at,
         }
-        await self._execute(_BID_UPDATE, values)
+        await _BID_UPDATE.execute(self._c, values)
 
     async def list(self, filters: BidFilter, after: PageCursor | None, limit: int) -> list[Bid]:
-        stmt = bid_list_statement(filters, after, limit)
-        return [_bid(r) for r in await self._execute(stmt)]
+        statement, params = _bid_list(filters, after, limit)
+        return [_bid(r) for r in await statement.fetch(self._c, params)]
 
 
 class SqlBidEventRepository(_Repository):
@@ -319,16 +409,17 @@ class SqlBidEventRepository(_Repository):
             "actor": event.actor,
             "created_at": event.created_at,
         }
-        await self._execute(insert(_BID_EVENTS), values)
+        await _BID_EVENT_ADD.execute(self._c, values)
 
     async def list(self, bid_id: str, after: PageCursor | None, limit: int) -> list[BidEvent]:
-        stmt = bid_event_list_statement(bid_id, after, limit)
-        return [_event(r) for r in await self._execute(stmt)]
+        statement = _BID_EVENT_LISTS.get((after is not None,))
+        params = {"bid_id": bid_id, **_after_params(after), "limit": limit}
+        return [_event(r) for r in await statement.fetch(self._c, params)]
 
 
-def idempotency_records(session: AsyncSession, now: datetime) -> SqlIdempotencyRepository:
+def idempotency_records(conn: AsyncConnection, now: datetime) -> SqlIdempotencyRepository:
     """The kit's idempotency records, on the transaction's connection like the others."""
-    return SqlIdempotencyRepository(_KEYS, _Repository(session)._execute, now)
+    return SqlIdempotencyRepository(_KEYS, conn, now)
 
 
 class SqlDeliveryTokenRepository(_Repository):
@@ -339,28 +430,27 @@ class SqlDeliveryTokenRepository(_Repository):
             "expires_at": token.expires_at,
             "created_at": token.created_at,
         }
-        await self._execute(insert(_DELIVERY_TOKENS), values)
+        await _TOKEN_ADD.execute(self._c, values)
 
     async def get(self, token_hash: str) -> DeliveryToken | None:
-        row = (await self._execute(_TOKEN_GET, {"token_hash": token_hash})).one_or_none()
+        row = await _TOKEN_GET.fetchrow(self._c, {"token_hash": token_hash})
         if row is None:
             return None
         return DeliveryToken(
-            token_hash=row.token_hash,
-            task_id=row.task_id,
-            expires_at=row.expires_at,
-            created_at=row.created_at,
+            token_hash=row["token_hash"],
+            task_id=row["task_id"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
         )
 
     async def delete(self, token_hash: str) -> bool:
-        stmt = delete(_DELIVERY_TOKENS).where(_DELIVERY_TOKENS.c.token_hash == token_hash)
-        return bool((await self._execute(stmt)).rowcount)
+        return bool(await _TOKEN_DELETE.execute(self._c, {"token_hash": token_hash}))
 
 
 # SQLite names columns, not constraints; bids has one unique rule besides its keys.
 _SQLITE_UNIQUE_NAMES = {"bids.marketplace": PENDING_BID_KEY}
 
 
-def savepoint(session: AsyncSession) -> AbstractAsyncContextManager[None]:
+def savepoint(conn: AsyncConnection) -> AbstractAsyncContextManager[None]:
     """A nested transaction; a unique violation rolls it back and becomes DuplicateKeyError."""
-    return kit_savepoint(session, _SQLITE_UNIQUE_NAMES)
+    return kit_savepoint(conn, _SQLITE_UNIQUE_NAMES)

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from marketplace_common.db import run_transaction
 from marketplace_common.rpc_context import current_call
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_bids.domain.ports import Repositories
 from marketplace_bids.storage.repositories import (
@@ -28,17 +28,17 @@ T = TypeVar("T")
 class SqlRepositories:
     """The repositories of one open transaction (implements domain.ports.Repositories)."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self.tasks = SqlTaskRepository(session)
-        self.bids = SqlBidRepository(session)
-        self.bid_events = SqlBidEventRepository(session)
-        self.task_events = SqlTaskEventRepository(session)
-        self.idempotency = idempotency_records(session, datetime.now(UTC))
-        self.delivery_tokens = SqlDeliveryTokenRepository(session)
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self.tasks = SqlTaskRepository(conn)
+        self.bids = SqlBidRepository(conn)
+        self.bid_events = SqlBidEventRepository(conn)
+        self.task_events = SqlTaskEventRepository(conn)
+        self.idempotency = idempotency_records(conn, datetime.now(UTC))
+        self.delivery_tokens = SqlDeliveryTokenRepository(conn)
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
-        return savepoint(self._session)
+        return savepoint(self._conn)
 
 
 class SqlUnitOfWork:
@@ -57,18 +57,18 @@ class SqlUnitOfWork:
 
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         *,
         lock_timeout_ms: int = 5000,
         attempts: int = 3,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._engine = engine
         self._lock_timeout_ms = int(lock_timeout_ms)
         self._attempts = attempts
 
     async def run(self, fn: Callable[[Repositories], Awaitable[T]], *, write: bool = True) -> T:
-        async def work(session: AsyncSession) -> T:
-            return await fn(SqlRepositories(session))
+        async def work(conn: AsyncConnection) -> T:
+            return await fn(SqlRepositories(conn))
 
         def timeouts() -> dict[str, int]:
             # Computed per attempt, so a retried transaction gets only the time still left.
@@ -80,7 +80,7 @@ class SqlUnitOfWork:
             return found
 
         return await run_transaction(
-            self._sessionmaker, work, write=write, attempts=self._attempts, settings=timeouts
+            self._engine, work, write=write, attempts=self._attempts, settings=timeouts
         )
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace_common.db import make_sessionmaker, run_statement, run_transaction
+from marketplace_common.db import run_statement, run_transaction
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_execution.domain.limits import (
     CooldownPolicy,
@@ -84,11 +84,11 @@ class SqlLimitState:
     def __init__(self, engine: AsyncEngine) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError("the shared limiter needs PostgreSQL; use MemoryLimitState")
-        self._sessions = make_sessionmaker(engine)
+        self._engine = engine
 
     async def _one(self, statement: TextClause, **params: object) -> tuple[Any, ...] | None:
         # One statement, autocommit: one round trip (no BEGIN/COMMIT around it).
-        rows = await run_statement(self._sessions, statement.bindparams(**params))
+        rows = await run_statement(self._engine, statement.bindparams(**params))
         return tuple(rows[0]) if rows else None
 
     async def reserve(self, key: str, cost: Cost) -> Reservation:
@@ -116,15 +116,13 @@ class SqlLimitState:
     ) -> float:
         params = {"key": key, "seconds": seconds, "cap": policy.cap, "base": policy.base}
 
-        async def work(session: AsyncSession) -> float:
+        async def work(session: AsyncConnection) -> float:
             # Rare (a 429): the row is made first if no permit made it yet.
             await session.execute(_ENSURE, {"key": key})
             left = (await session.execute(_START_COOLDOWN, params)).scalar_one()
             return max(0.0, float(left))
 
-        return await run_transaction(self._sessions, work)
+        return await run_transaction(self._engine, work)
 
     async def settle(self, key: str, token_seconds: float) -> None:
-        await run_statement(
-            self._sessions, _SETTLE.bindparams(key=key, token_seconds=token_seconds)
-        )
+        await run_statement(self._engine, _SETTLE.bindparams(key=key, token_seconds=token_seconds))

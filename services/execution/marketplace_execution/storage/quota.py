@@ -14,11 +14,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from marketplace_common.db import make_sessionmaker, run_transaction
+from marketplace_common.db import run_transaction
 from sqlalchemy import Select, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_execution.domain.quota import QuotaWindow
 from marketplace_execution.storage.tables import QuotaRow
@@ -31,16 +31,16 @@ class SqlQuotaStore:
     """:class:`~marketplace_execution.domain.quota.QuotaStore` on one engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._sessions = make_sessionmaker(engine)
+        self._engine = engine
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
     async def add(
         self, principal: str, window: QuotaWindow, start: datetime, amount: int, limit: int | None
     ) -> bool:
-        async def work(session: AsyncSession) -> bool:
+        async def work(session: AsyncConnection) -> bool:
             return await self._add(session, principal, window, start, amount, limit)
 
-        return await run_transaction(self._sessions, work)
+        return await run_transaction(self._engine, work)
 
     async def admit(
         self,
@@ -48,7 +48,7 @@ class SqlQuotaStore:
         tokens: tuple[datetime, int] | None,
         calls: tuple[datetime, int] | None,
     ) -> QuotaWindow | None:
-        async def work(session: AsyncSession) -> QuotaWindow | None:
+        async def work(session: AsyncConnection) -> QuotaWindow | None:
             if tokens is not None:
                 day, limit = tokens
                 used = await session.execute(_used(principal, QuotaWindow.TOKENS_PER_DAY, day))
@@ -61,11 +61,11 @@ class SqlQuotaStore:
                     return window
             return None
 
-        return await run_transaction(self._sessions, work)
+        return await run_transaction(self._engine, work)
 
     async def _add(
         self,
-        session: AsyncSession,
+        session: AsyncConnection,
         principal: str,
         window: QuotaWindow,
         start: datetime,
@@ -92,11 +92,11 @@ class SqlQuotaStore:
         return True
 
     async def used(self, principal: str, window: QuotaWindow, start: datetime) -> int:
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncConnection) -> int:
             found = (await session.execute(_used(principal, window, start))).scalar_one_or_none()
             return int(found or 0)
 
-        return await run_transaction(self._sessions, work, write=False)
+        return await run_transaction(self._engine, work, write=False)
 
 
 def _used(principal: str, window: QuotaWindow, start: datetime) -> Select[Any]:

@@ -26,11 +26,11 @@ from typing import Any
 from marketplace_common.db import run_statement, run_transaction
 from marketplace_common.errors import ErrorType, IdempotencyKeyReusedError
 from marketplace_common.paging import PageCursor
-from sqlalchemy import Select, and_, func, literal, or_, select, update
+from sqlalchemy import Select, and_, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import Executable
 
 from marketplace_execution.domain.access import OwnerScope
@@ -58,10 +58,17 @@ E = ExecutionRow
 
 
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
+
+
+def _set_columns(row: ExecutionRow) -> dict[str, Any]:
+    """The columns ``row`` was given values for (the others get their defaults)."""
+    return {key: value for key, value in vars(row).items() if not key.startswith("_sa_")}
+
+
 _ATTEMPT_COLUMNS = tuple(AttemptRow.__table__.columns)
 
 
-async def _load(session: AsyncSession, execution_id: uuid.UUID) -> Execution:
+async def _load(session: AsyncConnection, execution_id: uuid.UUID) -> Execution:
     # Core rows, not ORM entities: a fraction of the CPU per read, and no
     # identity map to refresh (the loop runs thousands of these).
     row = (
@@ -77,7 +84,7 @@ def _view(row: Any) -> Execution:
     return execution_view(row)
 
 
-async def _with_attempts(session: AsyncSession, row: Any) -> Execution:
+async def _with_attempts(session: AsyncConnection, row: Any) -> Execution:
     attempts: list[Any] = list(
         await session.execute(
             select(*_ATTEMPT_COLUMNS)
@@ -100,7 +107,11 @@ def list_statement(
     ``owner`` is one equality on one owner column, served by its
     ``(column, created_at, execution_id)`` index.
     """
-    query = select(E).order_by(E.created_at.desc(), E.execution_id.desc()).limit(limit)
+    query = (
+        select(*_EXECUTION_COLUMNS)
+        .order_by(E.created_at.desc(), E.execution_id.desc())
+        .limit(limit)
+    )
     if owner is not None:
         if owner.client_email is not None:
             query = query.where(E.client_email == owner.client_email)
@@ -123,28 +134,28 @@ def list_statement(
 
 
 class SqlExecutionStore:
-    """ExecutionStore on one engine's sessionmaker."""
+    """ExecutionStore on one engine."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
-        bind = sessionmaker.kw.get("bind")
-        self._postgres = bind is not None and bind.dialect.name == "postgresql"
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
 
     # --- reads ----------------------------------------------------------
 
     async def get(self, execution_id: uuid.UUID) -> Execution:
-        return await run_transaction(
-            self._sessionmaker, lambda s: _load(s, execution_id), write=False
-        )
+        return await run_transaction(self._engine, lambda s: _load(s, execution_id), write=False)
 
     async def find_by_request_id(self, request_id: uuid.UUID) -> tuple[Execution, str] | None:
-        async def fn(session: AsyncSession) -> tuple[Execution, str] | None:
-            row = await session.scalar(select(E).where(E.request_id == request_id))
+        async def fn(session: AsyncConnection) -> tuple[Execution, str] | None:
+            found = await session.execute(
+                select(E.execution_id, E.request_fingerprint).where(E.request_id == request_id)
+            )
+            row = found.first()
             if row is None:
                 return None
             return await _load(session, row.execution_id), row.request_fingerprint
 
-        return await run_transaction(self._sessionmaker, fn, write=False)
+        return await run_transaction(self._engine, fn, write=False)
 
     async def list_page(
         self,
@@ -157,13 +168,13 @@ class SqlExecutionStore:
     ) -> Sequence[Execution]:
         query = list_statement(task_id, status, after, limit, owner)
 
-        async def fn(session: AsyncSession) -> list[Execution]:
-            rows = list(await session.scalars(query))
+        async def fn(session: AsyncConnection) -> list[Execution]:
+            rows = list(await session.execute(query))
             ids = [r.execution_id for r in rows]
-            attempts: dict[uuid.UUID, list[AttemptRow]] = {i: [] for i in ids}
+            attempts: dict[uuid.UUID, list[Any]] = {i: [] for i in ids}
             if ids:
-                found = await session.scalars(
-                    select(AttemptRow)
+                found = await session.execute(
+                    select(*_ATTEMPT_COLUMNS)
                     .where(AttemptRow.execution_id.in_(ids))
                     .order_by(AttemptRow.execution_id, AttemptRow.number)
                 )
@@ -171,18 +182,17 @@ class SqlExecutionStore:
                     attempts[attempt.execution_id].append(attempt)
             return [execution_view(r, attempts[r.execution_id]) for r in rows]
 
-        return await run_transaction(self._sessionmaker, fn, write=False)
+        return await run_transaction(self._engine, fn, write=False)
 
     # --- client writes --------------------------------------------------
 
     async def create(self, new: NewExecution) -> Execution:
-        async def fn(session: AsyncSession) -> Execution:
-            session.add(new_row(new))
-            await session.flush()
+        async def fn(session: AsyncConnection) -> Execution:
+            await session.execute(insert(E).values(_set_columns(new_row(new))))
             return await _load(session, new.execution_id)
 
         try:
-            return await run_transaction(self._sessionmaker, fn)
+            return await run_transaction(self._engine, fn)
         except IntegrityError:
             existing = await self.find_by_request_id(new.request_id)
             if existing is None:
@@ -193,26 +203,32 @@ class SqlExecutionStore:
             return execution
 
     async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:
-        async def fn(session: AsyncSession) -> Execution:
-            row = await session.scalar(
-                select(E).where(E.execution_id == execution_id).with_for_update()
+        async def fn(session: AsyncConnection) -> Execution:
+            found = await session.execute(
+                select(*_EXECUTION_COLUMNS).where(E.execution_id == execution_id).with_for_update()
             )
+            row = found.first()
             if row is None:
                 raise ExecutionNotFoundError(execution_id)
             if row.pending_outcome == ExecutionStatus.CANCELLED.value:
                 return await _load(session, execution_id)
             if row.status not in _ACTIVE or row.pending_outcome is not None:
                 raise ExecutionNotActiveError(execution_id, row.pending_outcome or row.status)
-            row.pending_outcome = ExecutionStatus.CANCELLED.value
-            row.cancel_requested = True
-            row.error_type = ErrorType.PERMANENT.value
-            row.error_message = CANCELLED_MESSAGE
-            row.error_reason = "CANCELLED"
-            row.updated_at = now
-            await session.flush()
+            await session.execute(
+                update(E)
+                .where(E.execution_id == execution_id)
+                .values(
+                    pending_outcome=ExecutionStatus.CANCELLED.value,
+                    cancel_requested=True,
+                    error_type=ErrorType.PERMANENT.value,
+                    error_message=CANCELLED_MESSAGE,
+                    error_reason="CANCELLED",
+                    updated_at=now,
+                )
+            )
             return await _load(session, execution_id)
 
-        return await run_transaction(self._sessionmaker, fn)
+        return await run_transaction(self._engine, fn)
 
     # --- worker writes --------------------------------------------------
 
@@ -255,10 +271,10 @@ class SqlExecutionStore:
                 .returning(*_EXECUTION_COLUMNS, picked.c.lease_owner.label("previous_owner"))
                 .execution_options(synchronize_session=False)
             )
-            rows = await run_statement(self._sessionmaker, statement)
+            rows = await run_statement(self._engine, statement)
             return await self._claimed(owner, rows)
 
-        async def fn(session: AsyncSession) -> Claimed:
+        async def fn(session: AsyncConnection) -> Claimed:
             rows = list(
                 await session.execute(
                     select(E.execution_id, E.lease_owner)
@@ -286,7 +302,7 @@ class SqlExecutionStore:
             claimed.sort(key=lambda r: order[r.execution_id])
             return _claimed(owner, claimed, previous, attempts)
 
-        return await run_transaction(self._sessionmaker, fn)
+        return await run_transaction(self._engine, fn)
 
     async def _claimed(self, owner: str, rows: Sequence[Any]) -> Claimed:
         """A PostgreSQL claim's answer: the attempts of the resumed executions read in
@@ -298,7 +314,7 @@ class SqlExecutionStore:
         attempts: dict[uuid.UUID, list[Any]] = {}
         if resumed:
             found = await run_statement(
-                self._sessionmaker,
+                self._engine,
                 select(*_ATTEMPT_COLUMNS)
                 .where(AttemptRow.execution_id.in_(resumed))
                 .order_by(AttemptRow.execution_id, AttemptRow.number),
@@ -311,7 +327,7 @@ class SqlExecutionStore:
     async def queue_stats(self, now: datetime) -> QueueStats:
         claimable = and_(E.status.in_(_ACTIVE), E.lease_expires_at < now)
 
-        async def fn(session: AsyncSession) -> QueueStats:
+        async def fn(session: AsyncConnection) -> QueueStats:
             row = (
                 await session.execute(
                     select(func.count(), func.min(E.lease_expires_at)).where(claimable)
@@ -319,7 +335,7 @@ class SqlExecutionStore:
             ).one()
             return QueueStats(depth=int(row[0]), oldest_waiting_since=row[1])
 
-        return await run_transaction(self._sessionmaker, fn)
+        return await run_transaction(self._engine, fn)
 
     async def renew(
         self, owner: str, epochs: Mapping[uuid.UUID, int], now: datetime, lease_seconds: float
@@ -335,7 +351,7 @@ class SqlExecutionStore:
             or_(*(and_(E.lease_epoch == e, E.execution_id.in_(i)) for e, i in by_epoch.items())),
         )
 
-        async def fn(session: AsyncSession) -> LeaseRenewal:
+        async def fn(session: AsyncConnection) -> LeaseRenewal:
             await session.execute(
                 update(E)
                 .where(mine)
@@ -352,10 +368,10 @@ class SqlExecutionStore:
 
         if not epochs:
             return LeaseRenewal(frozenset(), frozenset())
-        return await run_transaction(self._sessionmaker, fn)
+        return await run_transaction(self._engine, fn)
 
     async def release(self, execution_id: uuid.UUID, lease: Lease) -> None:
-        async def fn(session: AsyncSession) -> None:
+        async def fn(session: AsyncConnection) -> None:
             await session.execute(
                 update(E)
                 .where(*_held(execution_id, lease))
@@ -363,7 +379,7 @@ class SqlExecutionStore:
                 .execution_options(synchronize_session=False)
             )
 
-        await run_transaction(self._sessionmaker, fn)
+        await run_transaction(self._engine, fn)
 
     async def _fenced(
         self,
@@ -386,7 +402,7 @@ class SqlExecutionStore:
             # One statement, one round trip (no BEGIN/COMMIT): the fenced UPDATE,
             # and the attempt inserted by a data-modifying CTE of the same statement.
             rows = await run_statement(
-                self._sessionmaker, _fenced_statement(fence, values, execution_id, attempt)
+                self._engine, _fenced_statement(fence, values, execution_id, attempt)
             )
             row = rows[0] if rows else None
             if row is None:
@@ -396,7 +412,7 @@ class SqlExecutionStore:
                 known.append(attempt)
             return dataclasses.replace(_view(row), attempts=tuple(known))
 
-        async def fn(session: AsyncSession) -> Execution:
+        async def fn(session: AsyncConnection) -> Execution:
             # RETURNING: the updated row comes back with the UPDATE (one statement
             # fewer per worker write; SQLite >= 3.35 and PostgreSQL both have it).
             row = (
@@ -419,7 +435,7 @@ class SqlExecutionStore:
                 known.append(attempt)
             return dataclasses.replace(_view(row), attempts=tuple(known))
 
-        return await run_transaction(self._sessionmaker, fn)
+        return await run_transaction(self._engine, fn)
 
     async def set_status(
         self,
@@ -521,7 +537,7 @@ def _fenced_statement(
     return select(*(fenced.c[c.key] for c in _EXECUTION_COLUMNS)).add_cte(inserted)
 
 
-async def _attempts_of(session: AsyncSession, rows: Sequence[Any]) -> dict[uuid.UUID, list[Any]]:
+async def _attempts_of(session: AsyncConnection, rows: Sequence[Any]) -> dict[uuid.UUID, list[Any]]:
     """The attempts of the executions of ``rows``, by execution, in order."""
     attempts: dict[uuid.UUID, list[Any]] = {}
     if rows:
@@ -563,7 +579,7 @@ def _held(execution_id: uuid.UUID, lease: Lease) -> tuple[Any, ...]:
 
 
 async def _insert_attempt_once(
-    session: AsyncSession, execution_id: uuid.UUID, attempt: AttemptView
+    session: AsyncConnection, execution_id: uuid.UUID, attempt: AttemptView
 ) -> None:
     """Stores the attempt unless its number is stored already.
 
@@ -572,7 +588,7 @@ async def _insert_attempt_once(
     """
     row = attempt_row(execution_id, attempt)
     values = {c.key: getattr(row, c.key) for c in AttemptRow.__table__.columns if c.key != "id"}
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
     statement = insert(AttemptRow).values(**values)
     await session.execute(
         statement.on_conflict_do_nothing(index_elements=["execution_id", "number"])
