@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from marketplace_common.errors import AgentError, ErrorType
+from marketplace_common.idempotency import IdempotencyKey
 from marketplace_common.paging import PageCursor
 
 from marketplace_execution.domain.access import OwnerScope
@@ -81,13 +82,15 @@ class ExecutionStore(Protocol):
         """The execution with its attempts; ExecutionNotFoundError if unknown."""
         ...
 
-    async def find_by_request_id(self, request_id: uuid.UUID) -> tuple[Execution, str] | None:
-        """The execution a request_id created and the request fingerprint stored with it."""
+    async def replay(self, key: IdempotencyKey[uuid.UUID]) -> Execution | None:
+        """The execution a SubmitExecution key created, as it is now; None for a new
+        key; IdempotencyKeyReusedError when the key came with another request."""
         ...
 
     async def create(self, new: NewExecution) -> Execution:
-        """Stores a QUEUED execution; ExecutionAlreadyActiveError when the task has one;
-        IdempotencyKeyReusedError / returns the first on a request_id race."""
+        """Stores a QUEUED execution and its request's key (``submit_key``) in one
+        transaction; ExecutionAlreadyActiveError when the task has one; a twin with
+        the same key gets the first's execution (or IdempotencyKeyReusedError)."""
         ...
 
     async def list_page(

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 from marketplace_common.errors import FieldViolation, InvalidArgumentError
-from marketplace_common.idempotency import request_fingerprint
+from marketplace_common.idempotency import UUID_CODEC, IdempotencyKey, request_fingerprint
 from marketplace_common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token_problem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -85,6 +85,16 @@ class LLMJob(_Edge):
     def schema_dict(self) -> dict[str, Any] | None:
         """The output schema parsed, or None."""
         return None if self.output_schema is None else dict(json.loads(self.output_schema))
+
+
+#: The scope of SubmitExecution's keys in the kit's ``idempotency_keys`` table.
+SUBMIT_SCOPE = "SubmitExecution"
+
+
+def submit_key(request_id: uuid.UUID, fingerprint: str) -> IdempotencyKey[uuid.UUID]:
+    """SubmitExecution's idempotency key: its answer is the id of the execution it
+    created, so a repeat gets back that execution as it is now (not as it was)."""
+    return IdempotencyKey(SUBMIT_SCOPE, str(request_id), fingerprint, UUID_CODEC, "request_id")
 
 
 class SubmitRequest(LLMJob):

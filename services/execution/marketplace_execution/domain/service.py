@@ -14,7 +14,6 @@ from marketplace_common.auth import Principal
 from marketplace_common.errors import (
     AgentError,
     FieldViolation,
-    IdempotencyKeyReusedError,
     InvalidArgumentError,
     UnavailableError,
 )
@@ -38,7 +37,12 @@ from marketplace_execution.domain.ports import (
     JobSpec,
 )
 from marketplace_execution.domain.quota import CompleteQuota
-from marketplace_execution.domain.requests import CompleteRequest, ListRequest, SubmitRequest
+from marketplace_execution.domain.requests import (
+    CompleteRequest,
+    ListRequest,
+    SubmitRequest,
+    submit_key,
+)
 from marketplace_execution.domain.text import storable
 
 _log = structlog.get_logger(__name__)
@@ -115,6 +119,9 @@ class ExecutionService:
     ) -> Execution:
         """Checks the task with BidService and stores the execution QUEUED (idempotent).
 
+        Idempotent on request_id through the kit's keys (``submit_key``): the
+        key's answer is the execution's id, so a repeat gets back the resource
+        the first call created, as it is now (its current status and attempts).
         The caller is part of the fingerprint: a request_id first used by another
         principal is IDEMPOTENCY_KEY_REUSED, never a replay of its answer.
         Ownership is checked before the task's status, so a stranger learns nothing.
@@ -124,12 +131,9 @@ class ExecutionService:
         self._config.check_model(request.model)
         actor = access.actor_name(principal)
         fingerprint = request.fingerprint(actor)
-        existing = await self._store.find_by_request_id(request.request_id)
+        existing = await self._store.replay(submit_key(request.request_id, fingerprint))
         if existing is not None:
-            execution, stored = existing
-            if stored != fingerprint:
-                raise IdempotencyKeyReusedError("request_id", request.request_id)
-            return execution
+            return existing
         task = await self._bids.get_task(request.task_id)
         access.check_can_submit(principal, task)
         if task.status != "PENDING":

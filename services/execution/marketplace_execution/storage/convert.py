@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from marketplace_common.errors import ErrorType
 
@@ -74,27 +75,28 @@ def _origin(trace_parent: str | None, request_id: str | None) -> CallOrigin | No
     return CallOrigin(trace_parent=trace_parent, request_id=request_id)
 
 
-def new_row(new: NewExecution) -> ExecutionRow:
-    return ExecutionRow(
-        execution_id=new.execution_id,
-        task_id=new.task_id,
-        request_id=new.request_id,
-        request_fingerprint=new.request_fingerprint,
-        prompt=new.prompt,
-        model=new.model,
-        output_schema=new.output_schema,
-        max_attempts=new.max_attempts,
-        status=ExecutionStatus.QUEUED.value,
-        cancel_requested=False,
-        lease_expires_at=new.created_at,
-        created_at=new.created_at,
-        updated_at=new.created_at,
-        client_email=new.client_email,
-        agent_id=new.agent_id,
-        submitted_by=new.submitted_by,
-        trace_parent=None if new.origin is None else new.origin.trace_parent,
-        submit_request_id=None if new.origin is None else new.origin.request_id,
-    )
+def new_values(new: NewExecution) -> dict[str, Any]:
+    """The INSERT's values of a new execution (QUEUED, its lease free at once)."""
+    return {
+        "execution_id": new.execution_id,
+        "task_id": new.task_id,
+        "request_id": new.request_id,
+        "request_fingerprint": new.request_fingerprint,
+        "prompt": new.prompt,
+        "model": new.model,
+        "output_schema": new.output_schema,
+        "max_attempts": new.max_attempts,
+        "status": ExecutionStatus.QUEUED.value,
+        "cancel_requested": False,
+        "lease_expires_at": new.created_at,
+        "created_at": new.created_at,
+        "updated_at": new.created_at,
+        "client_email": new.client_email,
+        "agent_id": new.agent_id,
+        "submitted_by": new.submitted_by,
+        "trace_parent": None if new.origin is None else new.origin.trace_parent,
+        "submit_request_id": None if new.origin is None else new.origin.request_id,
+    }
 
 
 def attempt_row(execution_id: object, attempt: AttemptView) -> AttemptRow:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marketplace_common.db import run_statement, run_transaction
-from marketplace_common.errors import ErrorType, IdempotencyKeyReusedError
+from marketplace_common.errors import ErrorType
+from marketplace_common.idempotency import IdempotencyKey
+from marketplace_common.idempotency_sql import SqlIdempotencyRepository, savepoint
 from marketplace_common.paging import PageCursor
 from sqlalchemy import Select, and_, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import Executable
 
@@ -50,8 +52,9 @@ from marketplace_execution.domain.models import (
     Outcome,
 )
 from marketplace_execution.domain.ports import Claimed, Lease, LeaseRenewal, QueueStats
-from marketplace_execution.storage.convert import attempt_row, execution_view, new_row
-from marketplace_execution.storage.tables import AttemptRow, ExecutionRow
+from marketplace_execution.domain.requests import submit_key
+from marketplace_execution.storage.convert import attempt_row, execution_view, new_values
+from marketplace_execution.storage.tables import IDEMPOTENCY_KEYS, AttemptRow, ExecutionRow
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
 E = ExecutionRow
@@ -60,12 +63,8 @@ E = ExecutionRow
 _EXECUTION_COLUMNS = tuple(ExecutionRow.__table__.columns)
 
 
-def _set_columns(row: ExecutionRow) -> dict[str, Any]:
-    """The columns ``row`` was given values for (the others get their defaults)."""
-    return {key: value for key, value in vars(row).items() if not key.startswith("_sa_")}
-
-
 _ATTEMPT_COLUMNS = tuple(AttemptRow.__table__.columns)
+_INSERT = insert(ExecutionRow.metadata.tables["executions"]).returning(*_EXECUTION_COLUMNS)
 
 
 async def _load(session: AsyncConnection, execution_id: uuid.UUID) -> Execution:
@@ -133,6 +132,17 @@ def list_statement(
     return query
 
 
+class _Keyed:
+    """The kit's idempotency records and savepoint on one transaction's connection."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+        self._conn = conn
+        self.idempotency = SqlIdempotencyRepository(IDEMPOTENCY_KEYS, conn, now)
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        return savepoint(self._conn)
+
+
 class SqlExecutionStore:
     """ExecutionStore on one engine."""
 
@@ -145,15 +155,10 @@ class SqlExecutionStore:
     async def get(self, execution_id: uuid.UUID) -> Execution:
         return await run_transaction(self._engine, lambda s: _load(s, execution_id), write=False)
 
-    async def find_by_request_id(self, request_id: uuid.UUID) -> tuple[Execution, str] | None:
-        async def fn(session: AsyncConnection) -> tuple[Execution, str] | None:
-            found = await session.execute(
-                select(E.execution_id, E.request_fingerprint).where(E.request_id == request_id)
-            )
-            row = found.first()
-            if row is None:
-                return None
-            return await _load(session, row.execution_id), row.request_fingerprint
+    async def replay(self, key: IdempotencyKey[uuid.UUID]) -> Execution | None:
+        async def fn(conn: AsyncConnection) -> Execution | None:
+            execution_id = await key.replay(_Keyed(conn, datetime.now(UTC)))
+            return None if execution_id is None else await _load(conn, execution_id)
 
         return await run_transaction(self._engine, fn, write=False)
 
@@ -187,20 +192,27 @@ class SqlExecutionStore:
     # --- client writes --------------------------------------------------
 
     async def create(self, new: NewExecution) -> Execution:
-        async def fn(session: AsyncConnection) -> Execution:
-            await session.execute(insert(E).values(_set_columns(new_row(new))))
-            return await _load(session, new.execution_id)
+        key = submit_key(new.request_id, new.request_fingerprint)
 
-        try:
-            return await run_transaction(self._engine, fn)
-        except IntegrityError:
-            existing = await self.find_by_request_id(new.request_id)
-            if existing is None:
-                raise ExecutionAlreadyActiveError(new.task_id) from None
-            execution, fingerprint = existing
-            if fingerprint != new.request_fingerprint:
-                raise IdempotencyKeyReusedError("request_id", new.request_id) from None
-            return execution
+        async def fn(conn: AsyncConnection) -> Execution:
+            inserted: list[Any] = []
+
+            async def write() -> None:
+                inserted.append((await conn.execute(_INSERT, new_values(new))).one())
+
+            # A unique violation (the key, request_id, or the task's active execution)
+            # rolls the savepoint back; a twin's key answers, else the task is busy.
+            execution_id, created = await key.write_once(
+                _Keyed(conn, new.created_at),
+                new.execution_id,
+                write,
+                refusal=lambda _dup: ExecutionAlreadyActiveError(new.task_id),
+            )
+            if created:  # the row as stored, from the INSERT; no attempts yet
+                return execution_view(inserted[0])
+            return await _load(conn, execution_id)
+
+        return await run_transaction(self._engine, fn)
 
     async def request_cancel(self, execution_id: uuid.UUID, now: datetime) -> Execution:
         async def fn(session: AsyncConnection) -> Execution:

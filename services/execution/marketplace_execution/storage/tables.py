@@ -7,6 +7,7 @@ from datetime import datetime
 
 # Re-exported: the initial migration imports UtcDateTime from this module.
 from marketplace_common.db_types import UtcDateTime as UtcDateTime
+from marketplace_common.idempotency_sql import add_idempotency_table
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -50,6 +51,9 @@ class ExecutionRow(Base):
 
     execution_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     task_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # The SubmitExecution request: still written (unique), but a repeat is decided by
+    # its key in idempotency_keys; kept for replicas of the previous release during a
+    # rolling upgrade and for a lossless downgrade (migration 0007).
     request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
     request_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     prompt: Mapped[str] = mapped_column(Text, nullable=False)
@@ -124,6 +128,11 @@ class ExecutionRow(Base):
             sqlite_where=text(ACTIVE_SQL),
         ),
     )
+
+
+#: The kit's idempotency records, the same table as the bids service's: one row per
+#: SubmitExecution request_id (scope "SubmitExecution"), whose answer is the execution id.
+IDEMPOTENCY_KEYS = add_idempotency_table(Base.metadata)
 
 
 class AttemptRow(Base):
