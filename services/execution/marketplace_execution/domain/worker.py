@@ -52,10 +52,17 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 1.0
+    claim_batch: int = 64
+    """Executions one claim takes at most; the claimer claims again at once while
+    there is room. Every run claimed starts in the event loop's next turn, so a
+    claim of a thousand would stall the loop (and every paced run's timer) for
+    that turn."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.claim_batch < 1:
+            raise ValueError("claim_batch must be at least 1")
         if not 0 < self.heartbeat_seconds < self.lease_seconds:
             raise ValueError("heartbeat_seconds must be positive and below lease_seconds")
         if self.poll_seconds <= 0:
@@ -179,7 +186,7 @@ class WorkerPool:
                 await asyncio.wait_for(self._wake.wait(), self._config.poll_seconds)
 
     async def _claim_once(self) -> int:
-        free = self._config.concurrency - len(self._runs)
+        free = min(self._config.concurrency - len(self._runs), self._config.claim_batch)
         if free <= 0:
             return 0
         try:

@@ -1,8 +1,9 @@
 """SqlExecutionStore: the ExecutionStore Protocol on SQLAlchemy (PostgreSQL or SQLite).
 
 Every method is one transaction (``run_transaction``: conflicts retried, outages
-mapped to UnavailableError). Worker writes are *fenced*: the UPDATE names the
-lease owner and the epoch of the run's claim in its WHERE clause, so a run whose
+mapped to UnavailableError), except that the worker writes of concurrent runs
+share transactions (``storage.fenced_writes``). Worker writes are *fenced*: each
+names the lease owner and the epoch of the run's claim, so a run whose
 execution was claimed again since (by another pool, or by its own after a
 heartbeat that failed for a whole lease), or was cancelled, changes nothing and
 gets LeaseLostError. Every claim increments ``lease_epoch``.
@@ -54,6 +55,7 @@ from marketplace_execution.domain.models import (
 from marketplace_execution.domain.ports import Claimed, Lease, LeaseRenewal, QueueStats
 from marketplace_execution.domain.requests import submit_key
 from marketplace_execution.storage.convert import attempt_row, execution_view, new_values
+from marketplace_execution.storage.fenced_writes import FencedWriter, lock_in_order
 from marketplace_execution.storage.tables import IDEMPOTENCY_KEYS, AttemptRow, ExecutionRow
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
@@ -149,6 +151,7 @@ class SqlExecutionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._writes = FencedWriter(engine, self._fenced_one)
 
     # --- reads ----------------------------------------------------------
 
@@ -364,6 +367,7 @@ class SqlExecutionStore:
         )
 
         async def fn(session: AsyncConnection) -> LeaseRenewal:
+            await lock_in_order(session, list(epochs))
             await session.execute(
                 update(E)
                 .where(mine)
@@ -403,11 +407,28 @@ class SqlExecutionStore:
         attempt: AttemptView | None = None,
         attempts: Sequence[AttemptView] | None = None,
     ) -> Execution:
-        """One fenced UPDATE (plus an attempt row) or LeaseLostError.
+        """A fenced write (``values``, plus ``attempt`` stored) or LeaseLostError.
 
         With ``attempts`` (the run's own, under its lease) the execution is
         returned with them and the new ``attempt``, without reading them again.
+        Written alone when no other write waits (``_fenced_one``), else in one
+        transaction with the writes of other runs (``storage.fenced_writes``).
         """
+        return await self._writes.write(
+            execution_id, lease, values, deciding=deciding, attempt=attempt, attempts=attempts
+        )
+
+    async def _fenced_one(
+        self,
+        execution_id: uuid.UUID,
+        lease: Lease,
+        values: Mapping[str, object],
+        *,
+        deciding: bool = True,
+        attempt: AttemptView | None = None,
+        attempts: Sequence[AttemptView] | None = None,
+    ) -> Execution:
+        """One fenced UPDATE (plus an attempt row) or LeaseLostError."""
         fence = [*_held(execution_id, lease), E.status.in_(_ACTIVE)]
         fence.append(E.pending_outcome.is_(None) if deciding else E.pending_outcome.is_not(None))
         if attempts is not None and self._postgres:
