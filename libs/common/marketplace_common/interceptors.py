@@ -1,9 +1,11 @@
 """grpc.aio server interceptors: call context, metrics, canonical log line, errors, auth.
 
-Each interceptor wraps the behaviour of the method handler it is given (all
-four kinds: unary and streaming, including coroutine handlers that use
-``context.write``) in an async context manager, its *scope*. The server
-installs them outermost first::
+Each interceptor gives, once per method, a *stage* (``rpc_wrapping.Stage``):
+what it does before the handler (``enter``) and after it (``leave``), with
+what it needs per method resolved up front (metric series, a logger bound to
+the method). The server runs a chain of them (all four handler kinds: unary
+and streaming, including coroutine handlers that use ``context.write``) in
+one scope per call, outermost first::
 
     CallContextInterceptor   request id, peer, deadline; structlog contextvars
     TracingInterceptor       a SERVER span (only installed while tracing is on)
@@ -23,8 +25,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -63,6 +64,7 @@ from marketplace_common.rpc_context import (
 )
 from marketplace_common.rpc_wrapping import (
     ScopedInterceptor,
+    Stage,
     UndecodableRequest,
     count_stream_messages,
     decode_leniently,
@@ -143,27 +145,42 @@ class CallContextInterceptor(ScopedInterceptor):
     downstream calls can inherit it (``client.call_timeout``).
     """
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
+    def stage(self, method: str, kind: str) -> Stage:
+        return _CallContextStage(method, kind)
+
+
+class _CallContextStage(Stage):
+    __slots__ = ("kind", "method")
+
+    def __init__(self, method: str, kind: str) -> None:
+        self.method = method
+        self.kind = kind
+
+    def enter(self, context: Context, request: Any) -> Any:
         given = _metadata_value(context.invocation_metadata(), REQUEST_ID_KEY)
         request_id = given if given and _REQUEST_ID_OK.match(given) else new_request_id()
         remaining = context.time_remaining()
         call = CallInfo(
-            method=method,
-            grpc_type=kind,
+            method=self.method,
+            grpc_type=self.kind,
             request_id=request_id,
             peer=context.peer() or "",
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         call_token = set_current_call(call)
-        log_tokens = structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-        try:
-            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            yield
-        finally:
-            with contextlib.suppress(ValueError):  # finalised outside the RPC's context
-                structlog.contextvars.reset_contextvars(**log_tokens)
-            reset_current_call(call_token)
+        log_tokens = structlog.contextvars.bind_contextvars(
+            request_id=request_id, method=self.method
+        )
+        return call_token, log_tokens
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        call_token, log_tokens = token
+        with contextlib.suppress(ValueError):  # finalised outside the RPC's context
+            structlog.contextvars.reset_contextvars(**log_tokens)
+        reset_current_call(call_token)
 
 
 # OpenTelemetry's RPC conventions: the codes that make a *server* span an error.
@@ -196,16 +213,23 @@ class TracingInterceptor(ScopedInterceptor):
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def stage(self, method: str, kind: str) -> Stage | None:
         if method.startswith(_QUIET_METHODS):
-            return handler
-        return super().wrap(handler, method)
+            return None
+        return _TracingStage(self.tracer, method, kind)
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
-        call = _call_for(method, kind)
+
+class _TracingStage(Stage):
+    __slots__ = ("kind", "method", "name", "tracer")
+
+    def __init__(self, tracer: Any, method: str, kind: str) -> None:
+        self.tracer = tracer
+        self.method = method
+        self.kind = kind
+        self.name = method.lstrip("/")
+
+    def enter(self, context: Context, request: Any) -> Any:
+        call = _call_for(self.method, self.kind)
         carrier = {
             key: value
             for key, value in context.invocation_metadata() or ()
@@ -215,28 +239,34 @@ class TracingInterceptor(ScopedInterceptor):
             "rpc.system": "grpc",
             "rpc.service": call.service,
             "rpc.method": call.method_name,
-            "rpc.grpc.type": kind,
+            "rpc.grpc.type": self.kind,
             "marketplace.request_id": call.request_id,
         }
-        error: BaseException | None = None
-        with self.tracer.start_as_current_span(
-            method.lstrip("/"),
+        span_scope = self.tracer.start_as_current_span(
+            self.name,
             context=tracing.extract(carrier),
             kind=SpanKind.SERVER,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            try:
-                yield
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                code = outcome_code(context, error, call)
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code in _SERVER_SPAN_ERRORS:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
+        )
+        span = span_scope.__enter__()
+        return span_scope, span, call
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        span_scope, span, call = token
+        try:
+            code = outcome_code(context, error, call)
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_SPAN_ERRORS:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+        finally:
+            if error is None:
+                span_scope.__exit__(None, None, None)
+            else:
+                span_scope.__exit__(type(error), error, error.__traceback__)
 
 
 class MetricsInterceptor(ScopedInterceptor):
@@ -259,28 +289,39 @@ class MetricsInterceptor(ScopedInterceptor):
         series = self.metrics.method(grpc_type(handler), service, name)
         return count_stream_messages(handler, series.received.inc, series.sent.inc)
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
-        call = _call_for(method, kind)
-        series = self.metrics.method(kind, call.service, call.method_name)
+    def stage(self, method: str, kind: str) -> Stage:
+        service, name = split_method(method)
+        return _MetricsStage(self.metrics.method(kind, service, name), method, kind)
+
+
+class _MetricsStage(Stage):
+    """The method's series, looked up once (labels cost more than the increments)."""
+
+    __slots__ = ("kind", "method", "series", "unary_request", "unary_response")
+
+    def __init__(self, series: Any, method: str, kind: str) -> None:
+        self.series = series
+        self.method = method
+        self.kind = kind
+        self.unary_request = kind in ("unary", "server_stream")
+        self.unary_response = kind in ("unary", "client_stream")
+
+    def enter(self, context: Context, request: Any) -> Any:
+        series = self.series
         series.started.inc()
-        unary_request = kind in ("unary", "server_stream")
-        unary_response = kind in ("unary", "client_stream")
-        if unary_request:
+        if self.unary_request:
             series.received.inc()
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            code = outcome_code(context, error, call)
-            if unary_response and code is grpc.StatusCode.OK:
-                series.sent.inc()
-            series.handled_with(code).inc()
-            series.seconds.observe(time.perf_counter() - started)
+        return time.perf_counter()
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        series = self.series
+        code = outcome_code(context, error, _call_for(self.method, self.kind))
+        if self.unary_response and code is grpc.StatusCode.OK:
+            series.sent.inc()
+        series.handled_with(code).inc()
+        series.seconds.observe(time.perf_counter() - token)
 
 
 class AccessLogInterceptor(ScopedInterceptor):
@@ -294,32 +335,55 @@ class AccessLogInterceptor(ScopedInterceptor):
     def __init__(self, logger: Any = None) -> None:
         self.log = logger if logger is not None else get_logger("marketplace.rpc")
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
-        call = _call_for(method, kind)
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            code = outcome_code(context, error, call)
-            self._emit(call, code, (time.perf_counter() - started) * 1000.0)
+    def stage(self, method: str, kind: str) -> Stage:
+        return _AccessLogStage(self.log, method, kind)
 
-    def _emit(self, call: CallInfo, code: grpc.StatusCode, duration_ms: float) -> None:
+
+class _AccessLogStage(Stage):
+    """The canonical line of one method, its logger bound to the method once.
+
+    The logger is resolved once and again only when structlog is configured
+    anew (``get_logger``'s loggers are lazy proxies that would build a bound
+    logger on every call).
+    """
+
+    __slots__ = ("_bound", "_config", "kind", "log", "method", "quiet")
+
+    def __init__(self, log: Any, method: str, kind: str) -> None:
+        self.log = log
+        self.method = method
+        self.kind = kind
+        self.quiet = method.startswith(_QUIET_METHODS)
+        self._config: tuple[Any, ...] = ()
+        self._bound: Any = None
+
+    def _logger(self) -> Any:
+        config = structlog.get_config()
+        key = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        if self._bound is None or any(a is not b for a, b in zip(key, self._config, strict=True)):
+            self._bound = self.log.bind(method=self.method, grpc_type=self.kind)
+            self._config = key
+        return self._bound
+
+    def enter(self, context: Context, request: Any) -> Any:
+        return time.perf_counter()
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        duration_ms = (time.perf_counter() - token) * 1000.0
+        call = _call_for(self.method, self.kind)
+        code = outcome_code(context, error, call)
+        log = self._logger()
         if code in _SERVER_FAULT_CODES:
-            emit = self.log.error
-        elif call.method.startswith(_QUIET_METHODS):
-            emit = self.log.debug
+            emit = log.error
+        elif self.quiet:
+            emit = log.debug
         else:
-            emit = self.log.info
+            emit = log.info
         principal = call.principal
         emit(
             "rpc.handled",
-            method=call.method,
-            grpc_type=call.grpc_type,
             code=code.name,
             duration_ms=round(duration_ms, 3),
             peer=call.peer,
@@ -352,27 +416,42 @@ class ErrorMappingInterceptor(ScopedInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any]:
         return decode_leniently(handler, _undecodable)
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:
-            raise
-        except AgentError as err:
-            if err.error_type is ErrorType.FATAL:
-                self.log.exception("rpc.fatal_error", error=repr(err))
-            await self._abort(context, err)
-        except Exception as exc:
-            mapped = as_agent_error(exc)
-            self.log.exception(
-                "rpc.unexpected_error",
-                error_class=type(exc).__name__,
-                error_type=mapped.error_type.value,
-            )
-            await self._abort(context, mapped)
+    def stage(self, method: str, kind: str) -> Stage:
+        return _ErrorMappingStage(self)
+
+
+class _ErrorMappingStage(Stage):
+    __slots__ = ("owner",)
+    recovers = True
+
+    def __init__(self, owner: ErrorMappingInterceptor) -> None:
+        self.owner = owner
+
+    def enter(self, context: Context, request: Any) -> Any:
+        # Like grpc's own decoding, before authentication (the inner stage).
+        if isinstance(request, UndecodableRequest):
+            raise _undecodable(request)
+        return None
+
+    async def recover(self, context: Context, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        log = self.owner.log
+        if isinstance(error, AgentError):
+            if error.error_type is ErrorType.FATAL:
+                log.error("rpc.fatal_error", error=repr(error), exc_info=error)
+            await self._abort(context, error)
+        mapped = as_agent_error(error)
+        log.error(
+            "rpc.unexpected_error",
+            error_class=type(error).__name__,
+            error_type=mapped.error_type.value,
+            exc_info=error,
+        )
+        await self._abort(context, mapped)
 
     async def _abort(self, context: Context, err: AgentError) -> None:
-        status = to_rpc_status(err, self.domain)
+        status = to_rpc_status(err, self.owner.domain)
         trailing = list(status.trailing_metadata)
         call = current_call()
         if call is not None:  # abort replaces the trailing metadata set earlier
@@ -432,18 +511,29 @@ class AuthInterceptor(ScopedInterceptor):
             )
         raise UnauthenticatedError("missing bearer token (authorization: Bearer <token>)")
 
-    @asynccontextmanager
-    async def scope(self, method: str, kind: str, context: Context) -> AsyncIterator[None]:
-        principal = self._principal(method, context)
+    def stage(self, method: str, kind: str) -> Stage:
+        return _AuthStage(self, method)
+
+
+class _AuthStage(Stage):
+    __slots__ = ("method", "owner")
+
+    def __init__(self, owner: AuthInterceptor, method: str) -> None:
+        self.owner = owner
+        self.method = method
+
+    def enter(self, context: Context, request: Any) -> Any:
+        principal = self.owner._principal(self.method, context)
         call = current_call()
         if call is not None:
             call.principal = principal
-        token = set_current_principal(principal)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ValueError):  # finalised outside the RPC's context
-                reset_current_principal(token)
+        return set_current_principal(principal)
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        with contextlib.suppress(ValueError):  # finalised outside the RPC's context
+            reset_current_principal(token)
 
 
 def default_interceptors(

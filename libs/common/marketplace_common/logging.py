@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -53,8 +54,10 @@ _NAME_FIELD = "logger_name"
 _PROCESS_FIELDS: dict[str, Any] = {}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
-    """True when values logged under ``key`` must be redacted."""
+    """True when values logged under ``key`` must be redacted (memoized: every field of
+    every line asks, and a program logs a few hundred distinct keys at most)."""
     name = key.lower()
     if name.endswith(_PUBLIC_SUFFIXES):
         return False
@@ -76,7 +79,12 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     for key, value in event_dict.items():
         if key == "event":
             continue
-        if is_secret_key(key) or isinstance(value, (str, Mapping)):
+        if is_secret_key(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            if "://" in value:
+                event_dict[key] = _URL_PASSWORD.sub(r"\1***@", value)
+        elif isinstance(value, Mapping):
             event_dict[key] = _redact_value(key, value)
     return event_dict
 

@@ -1,6 +1,11 @@
-"""Wrapping grpc.aio method handlers so an interceptor can run code around each RPC.
+"""Wrapping grpc.aio method handlers so interceptors can run code around each RPC.
 
-``wrap_handler`` handles all four handler kinds, including server-streaming
+An interceptor of the server's chain is a :class:`ScopedInterceptor`: for each
+method it gives a :class:`Stage` (built once per method: metric series, a
+bound logger, ...), whose ``enter`` runs before the handler and ``leave``
+after it. :func:`wrap_stages` runs the stages of a whole chain in one scope
+per call (a loop over plain methods, not one async context manager per
+interceptor), for all four handler kinds, including server-streaming
 coroutine handlers that write with ``context.write`` (they must stay
 coroutine functions for grpc.aio to drive them) and async generators.
 
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,7 +27,6 @@ from google.protobuf.message import DecodeError
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]
-    Scope = Callable[[Context], AbstractAsyncContextManager[None]]
     Continuation = Callable[
         [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
     ]
@@ -36,28 +39,107 @@ def grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-def _wrap_unary_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+class Stage:
+    """One interceptor's part in the calls of one method (see :func:`wrap_stages`).
+
+    ``enter`` runs before the handler, outermost stage first, and returns a
+    token; ``leave`` runs after it, innermost first, with that token and the
+    exception the call is ending with (None on success), so an outer stage sees
+    what the inner ones made of it. A stage that ``recovers`` maps an
+    ``Exception`` raised inside it in :meth:`recover`, which must raise what the
+    caller gets instead (``context.abort``'s error, say). An exception from
+    ``enter`` counts as raised inside that stage: its ``recover`` and ``leave``
+    (with the token None) still run, the inner stages' do not.
+    """
+
+    __slots__ = ()
+
+    #: True when :meth:`recover` maps the exceptions raised inside this stage.
+    recovers = False
+
+    def enter(self, context: Context, request: Any) -> Any:
+        """Before the handler; ``request`` is None for a streaming request."""
+        return None
+
+    def leave(self, context: Context, token: Any, error: BaseException | None) -> None:
+        """After the handler (and the inner stages' leave)."""
+        return
+
+    async def recover(self, context: Context, error: Exception) -> None:
+        """Raise what the caller gets for ``error`` (called only when ``recovers``)."""
+        raise error
+
+
+def _enter(stages: Sequence[Stage], context: Context, request: Any, tokens: list[Any]) -> None:
+    for stage in stages:
+        tokens.append(None)  # entered, even if enter raises (see Stage)
+        tokens[-1] = stage.enter(context, request)
+
+
+async def _unwind(
+    stages: Sequence[Stage], tokens: list[Any], context: Context, error: BaseException
+) -> BaseException:
+    """The entered stages' recover and leave, innermost first; the exception to raise."""
+    for index in range(len(tokens) - 1, -1, -1):
+        stage = stages[index]
+        if stage.recovers and isinstance(error, Exception):
+            try:
+                await stage.recover(context, error)
+            except BaseException as raised:
+                error = raised
+        try:
+            stage.leave(context, tokens[index], error)
+        except BaseException as raised:
+            error = raised
+    return error
+
+
+def _leave(stages: Sequence[Stage], tokens: list[Any], context: Context) -> None:
+    """The stages' leave after a successful handler. A stage's token goes before its leave
+    runs: if one raises, ``_unwind`` takes over with the stages outside it."""
+    while tokens:
+        token = tokens.pop()
+        stages[len(tokens)].leave(context, token, None)
+
+
+def _unary_response(
+    behavior: Callable[..., Any], stages: Sequence[Stage], unary_request: bool
+) -> Callable[..., Any]:
     async def wrapped(request: Any, context: Context) -> Any:
-        async with scope(context):
+        tokens: list[Any] = []
+        try:
+            _enter(stages, context, request if unary_request else None, tokens)
             result = behavior(request, context)
             if inspect.isawaitable(result):
                 result = await result
-            return result
+            _leave(stages, tokens, context)
+        except BaseException as exc:
+            raise await _unwind(stages, tokens, context, exc)  # noqa: B904  # the chain's own
+        return result
 
     return wrapped
 
 
-def _wrap_stream_response(behavior: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+def _stream_response(
+    behavior: Callable[..., Any], stages: Sequence[Stage], unary_request: bool
+) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(behavior):
         # A handler writing with context.write(): it must stay a coroutine function.
         async def wrapped_writer(request: Any, context: Context) -> None:
-            async with scope(context):
+            tokens: list[Any] = []
+            try:
+                _enter(stages, context, request if unary_request else None, tokens)
                 await behavior(request, context)
+                _leave(stages, tokens, context)
+            except BaseException as exc:
+                raise await _unwind(stages, tokens, context, exc)  # noqa: B904
 
         return wrapped_writer
 
     async def wrapped_generator(request: Any, context: Context) -> AsyncIterator[Any]:
-        async with scope(context):
+        tokens: list[Any] = []
+        try:
+            _enter(stages, context, request if unary_request else None, tokens)
             responses = behavior(request, context)
             if hasattr(responses, "__aiter__"):
                 async for response in responses:
@@ -65,6 +147,9 @@ def _wrap_stream_response(behavior: Callable[..., Any], scope: Scope) -> Callabl
             else:
                 for response in responses:
                     yield response
+            _leave(stages, tokens, context)
+        except BaseException as exc:
+            raise await _unwind(stages, tokens, context, exc)  # noqa: B904
 
     return wrapped_generator
 
@@ -140,29 +225,31 @@ def decode_leniently(
     )
 
 
-def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], scope: Scope
+def wrap_stages(
+    handler: grpc.RpcMethodHandler[Any, Any], stages: Sequence[Stage]
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A copy of ``handler`` whose behaviour runs inside ``scope(context)``."""
+    """A copy of ``handler`` whose behaviour runs inside ``stages`` (outermost first)."""
+    stages = tuple(stages)
+    unary_request = not handler.request_streaming
     kwargs: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, scope), **kwargs
+            _unary_response(handler.unary_unary, stages, unary_request), **kwargs
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, scope), **kwargs
+            _stream_response(handler.unary_stream, stages, unary_request), **kwargs
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, scope), **kwargs
+            _unary_response(handler.stream_unary, stages, unary_request), **kwargs
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, scope), **kwargs
+            _stream_response(handler.stream_stream, stages, unary_request), **kwargs
         )
     return handler
 
@@ -252,11 +339,12 @@ def count_stream_messages(
 
 
 class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Base class: runs every RPC's behaviour inside :meth:`scope`.
+    """Base class: runs every RPC's behaviour inside the interceptor's :class:`Stage`.
 
-    :meth:`wrap` is the whole of what it does to a method's handler, so
-    :class:`InterceptorChain` can build the wrapped handler of a chain of
-    them once per method instead of once per call.
+    :meth:`stage` (once per method) and :meth:`adapt` are the whole of what it
+    does to a method's handler, so :class:`InterceptorChain` can build the
+    wrapped handler of a chain of them once per method, with every stage in
+    one scope per call.
     """
 
     async def intercept_service(  # type: ignore[override]  # None: method unknown here
@@ -270,34 +358,31 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """``handler`` (of ``method``), adapted, with its behaviour inside :meth:`scope`."""
-        kind = grpc_type(handler)
-
-        def scope(context: Context) -> AbstractAsyncContextManager[None]:
-            return self.scope(method, kind, context)
-
-        return wrap_handler(self.adapt(handler, method), scope)
+        """``handler`` (of ``method``), adapted, with its behaviour inside this stage."""
+        stage = self.stage(method, grpc_type(handler))
+        adapted = self.adapt(handler, method)
+        return adapted if stage is None else wrap_stages(adapted, (stage,))
 
     def adapt(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """The handler the scope wraps; override to change it first (``handler`` as is here)."""
+        """The handler the stage wraps; override to change it first (``handler`` as is here)."""
         return handler
 
-    def scope(self, method: str, kind: str, context: Context) -> AbstractAsyncContextManager[None]:
-        """The async context manager one RPC of ``method`` runs in."""
+    def stage(self, method: str, kind: str) -> Stage | None:
+        """This interceptor's part in every call of ``method`` (None: nothing per call)."""
         raise NotImplementedError
 
 
 class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Scoped interceptors run as one, their wrapped handler built once per method.
+    """Scoped interceptors run as one: one scope per call, built once per method.
 
     grpc.aio runs every interceptor's ``intercept_service`` on every call, and
-    each one builds a new wrapped handler; the result depends only on the
+    each one would build a new wrapped handler; the result depends only on the
     method's own handler, so the chain builds it on a method's first call and
     hands out the same one afterwards (while the method's handler is the same
-    object). The scopes still run per call, outermost first, exactly as the
-    separate interceptors would.
+    object). Per call, the interceptors' stages run in one scope, outermost
+    first, with the same outcome as separately nested interceptors.
     """
 
     def __init__(self, interceptors: Sequence[ScopedInterceptor]) -> None:
@@ -316,11 +401,22 @@ class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         built = self._built.get(method)
         if built is not None and built[0] is handler:
             return built[1]
-        wrapped = handler
-        for interceptor in reversed(self.interceptors):  # the innermost wraps first
-            wrapped = interceptor.wrap(wrapped, method)
+        wrapped = self.build(handler, method)
         self._built[method] = (handler, wrapped)
         return wrapped
+
+    def build(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` adapted by every interceptor (innermost first), in their stages."""
+        kind = grpc_type(handler)
+        stages: list[Stage] = []
+        for interceptor in reversed(self.interceptors):  # the innermost adapts first
+            handler = interceptor.adapt(handler, method)
+            stage = interceptor.stage(method, kind)
+            if stage is not None:
+                stages.append(stage)
+        return wrap_stages(handler, stages[::-1]) if stages else handler
 
 
 def chain_interceptors(
