@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 from marketplace_bids import cli as bids_cli
 from marketplace_execution import cli as execution_cli
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    # main() points logging at sys.stderr, which is capsys's stream in some tests and
+    # closed after them: a later test's (or fixture's) log line must not write there.
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_marketplace_handler", False):
+            root.removeHandler(handler)
 
 
 @pytest.mark.parametrize(
