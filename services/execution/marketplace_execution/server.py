@@ -97,7 +97,9 @@ async def create_server(
         server_name=settings.bids_tls_server_name,
         load_balancing=settings.bids_load_balancing,
     )
-    bids = GrpcBidsGateway(channel, timeout=settings.bids_timeout_seconds)
+    bids = GrpcBidsGateway(
+        channel, timeout=settings.bids_timeout_seconds, max_in_flight=settings.bids_max_in_flight
+    )
     metrics = GrpcServerMetrics()
     work_metrics = PrometheusExecutionMetrics(metrics.registry)
     llm = build_llm_stack(settings, work_metrics, engine)

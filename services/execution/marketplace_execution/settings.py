@@ -55,6 +55,9 @@ class ExecutionSettings(ServiceSettings):
     bids_token: SecretStr | None = None
     """A raw token with role service, sent as ``authorization: Bearer``."""
     bids_timeout_seconds: float = Field(default=5.0, gt=0)
+    bids_max_in_flight: int = Field(default=32, ge=1, le=10_000)
+    """Calls to BidService on the wire at once from this process; the rest wait
+    their turn here, their deadline not yet running (api/bids_client.py)."""
     bids_tls: bool = False
     """TLS to BidService with the system's roots; a file below implies TLS."""
     bids_tls_ca_file: Path | None = None

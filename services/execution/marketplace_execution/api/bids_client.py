@@ -1,14 +1,21 @@
 """BidsGateway over gRPC: BidService as the execution service calls it.
 
 Deadlines: each call gets ``call_timeout(default)``, so inside an RPC (Submit's
-GetTask) the caller's remaining deadline is passed on downstream; the channel's
-interceptor (``create_channel``) adds the bearer token and the request id. Failures come
-back as AgentError kinds (``status.from_rpc_error``), so the worker can tell a
-transient outage (retry with the same event_id) from a refusal.
+GetTask) the caller's remaining deadline is passed on downstream. At most
+``max_in_flight`` calls are on the wire at once; the others wait in the process
+for their turn, and their deadline starts when they are sent. (A thousand runs
+starting together sent a thousand StartTask calls at once: the bids service
+answered them slower than their deadline, and they came back DEADLINE_EXCEEDED,
+retried and so sent again, or CANCELLED, a refusal that failed the execution.)
+The channel's interceptor (``create_channel``) adds the bearer token and the
+request id. Failures come back as AgentError kinds (``status.from_rpc_error``),
+so the worker can tell a transient outage (retry with the same event_id) from a
+refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -37,11 +44,20 @@ T = TypeVar("T")
 class GrpcBidsGateway:
     """The BidsGateway Protocol on a BidService channel."""
 
-    def __init__(self, channel: Any, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, channel: Any, *, timeout: float = 5.0, max_in_flight: int | None = None
+    ) -> None:
         self._stub = bids_pb2_grpc.BidServiceStub(channel)
         self._timeout = timeout
+        self._slots = None if max_in_flight is None else asyncio.Semaphore(max_in_flight)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], request: object) -> T:
+        if self._slots is None:
+            return await self._send(fn, request)
+        async with self._slots:
+            return await self._send(fn, request)
+
+    async def _send(self, fn: Callable[..., Awaitable[T]], request: object) -> T:
         timeout = call_timeout(self._timeout)
         try:
             return await fn(request, timeout=timeout)
