@@ -472,9 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=64, help="row A's workers per replica")
     parser.add_argument("--in-flight", type=int, default=64, help="submits in flight")
     parser.add_argument("--log-level", default="INFO", help="both services' (INFO, the default)")
-    parser.add_argument("--bids-pool", type=int, default=5, help="BIDS_DB_POOL_SIZE (5)")
     parser.add_argument(
-        "--execution-pool", type=int, default=5, help="EXECUTION_DB_POOL_SIZE per replica (5)"
+        "--bids-pool",
+        type=int,
+        default=12,
+        help="BIDS_DB_POOL_SIZE (12; each process adds 10 overflow)",
+    )
+    parser.add_argument(
+        "--execution-pool", type=int, default=12, help="EXECUTION_DB_POOL_SIZE per replica (12)"
     )
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="EXECUTION_POLL_SECONDS")
     parser.add_argument(
