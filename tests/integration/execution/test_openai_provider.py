@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -134,6 +135,26 @@ async def test_a_call_past_its_timeout_is_transient(
     assert isinstance(exc.__cause__, openai.APITimeoutError)
     assert categorize_exception(exc) is ErrorType.TRANSIENT
     assert error_code(exc) == "APITimeoutError"
+
+
+async def test_the_configured_timeout_caps_a_longer_request_timeout(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    # The attempt loop sets a request's timeout to the time left before the job's
+    # deadline; that must not lift the operator's per-call timeout.
+    openai_server.stall(5.0)
+    provider = OpenAIProvider(
+        model="fake-model", base_url=openai_server.base_url, api_key=SECRET, timeout=0.3
+    )
+    try:
+        started = time.monotonic()
+        exc = await _failure(provider, LLMRequest.from_prompt("hi", timeout=600.0))
+        elapsed = time.monotonic() - started
+    finally:
+        await provider.aclose()
+
+    assert isinstance(exc.__cause__, openai.APITimeoutError)
+    assert elapsed < 3.0
 
 
 def test_repr_does_not_show_the_api_key() -> None:

@@ -39,8 +39,9 @@ class LLMRequest:
         model: the model name; None means the provider's configured default.
         output_schema: a JSON Schema the answer must satisfy (the answer is then
             JSON text); None for free text.
-        timeout: seconds one provider call may take; None means the provider's
-            default.
+        timeout: seconds this call may take at most (the attempt loop sets the
+            time left before the job's deadline); a provider's own configured
+            per-call timeout still applies when it is shorter. None: only that.
     """
 
     messages: tuple[ChatMessage, ...]

@@ -120,7 +120,9 @@ class OpenAIProvider(LLMProvider):
             {"role": m.role, "content": m.content}  # type: ignore[misc]
             for m in request.messages
         ]
-        timeout = request.timeout if request.timeout is not None else self._timeout
+        # The configured per-call timeout is a ceiling; a request's own (the time
+        # left before its job's deadline) can only shorten it.
+        timeout = self._timeout if request.timeout is None else min(request.timeout, self._timeout)
         model = request.model or self._model
         if request.output_schema is None:
             completion = await client.chat.completions.create(
