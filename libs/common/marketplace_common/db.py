@@ -245,7 +245,12 @@ async def _end_postgres(conn: AsyncConnection, error: BaseException | None) -> N
     try:
         await finish(conn, commit=error is None)
     except BaseException as exc:
-        await _invalidate(conn, exc)
+        if _lost(conn, exc):
+            await _invalidate(conn, exc)
+        elif not conn.invalidated:
+            # Alive but unusable (a statement cut short by a cancellation is still
+            # running, say): this connection goes, the rest of the pool stays.
+            await conn.invalidate(exc)
         if error is None:
             raise
 
