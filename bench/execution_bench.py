@@ -176,10 +176,10 @@ def _print_pacing(loop: PacingResult, path: ServicePathResult) -> bool:
     for name, values in path.phases.items():
         print(f"      {name:<50}{_spread(values)}")
     print(f"   b) {path.resumed} executions waited more than a lease (10 s) before their call.")
-    print("      Where the rest goes: every run does its claim, StartTask and status write before")
-    print("      the pacer and four more writes after the call, one transaction or RPC each, on")
-    print("      one event loop (and SQLite takes one writer at a time); the 1 s pacing pause")
-    print("      itself overlaps fully (the pacing row).")
+    print("      Where the rest goes: every run has its share of a claim (64 a claim), StartTask")
+    print("      and a status write before the pacer, three writes (attempt, outcome, finish) and")
+    print("      CompleteTask after the call, on one event loop; the writes of concurrent runs")
+    print("      share transactions. The 1 s pacing pause itself overlaps fully (the pacing row).")
     return ok_loop and path.lag_p99 <= LAG_P99_TARGET
 
 
